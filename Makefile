@@ -1,0 +1,35 @@
+# Two entry points, each setting everything up on a fresh machine:
+#   make demo   -> short Expire-Span PPO run on Lethe/Corridor-v0, heatmaps in runs/demo
+#   make test   -> lint + the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lethe-installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned, only where missing: a bare requirement could pull a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) train_rl.py --run-dir runs/demo --overwrite
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/env_throughput.py
+	$(PY) benchmarks/memory_scaling.py
+
+clean:
+	rm -rf $(VENV) runs wandb .pytest_cache

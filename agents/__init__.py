@@ -1,0 +1,1 @@
+"""Lethe agents package."""

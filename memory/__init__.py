@@ -1,0 +1,1 @@
+"""Lethe memory package."""
