@@ -1,0 +1,34 @@
+"""A2C's update rule: one gradient step on the whole rollout."""
+
+from __future__ import annotations
+
+import torch
+
+from agents.config import AlgoConfig
+from agents.losses import apply_gradients, evaluate_rollout, masked_mean, normalize
+from agents.policy import ActorCritic
+from agents.rollout import Rollout
+
+
+def a2c_update(
+    policy: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout, config: AlgoConfig
+) -> dict[str, float]:
+    """Policy gradient with the GAE advantage as baseline-corrected return, value regression."""
+    mask = rollout.valid
+    new = evaluate_rollout(policy, rollout)
+    advantages = rollout.advantages
+    if config.normalize_advantages:
+        advantages = normalize(advantages, mask)
+    policy_loss = -masked_mean(advantages * new.logprobs, mask)
+    value_loss = 0.5 * masked_mean((new.values - rollout.returns) ** 2, mask)
+    entropy = masked_mean(new.entropy, mask)
+    loss = policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss + new.aux_loss
+    taken, grad_norm = apply_gradients(policy, optimizer, loss, config.max_grad_norm)
+    return {
+        "losses/policy_loss": float(policy_loss.detach()),
+        "losses/value_loss": float(value_loss.detach()),
+        "losses/entropy": float(entropy.detach()),
+        "losses/aux_span_loss": float(new.aux_loss.detach()),
+        "losses/grad_norm": grad_norm,
+        "losses/skipped_updates": float(not taken),
+    }

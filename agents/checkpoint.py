@@ -1,0 +1,56 @@
+"""Checkpoints that survive a kill at any moment: temporary file, fsync, atomic rename."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.config import ConfigError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> Path:
+    """Write `payload` to ``run_dir/checkpoint.pt`` atomically.
+
+    The previous checkpoint stays in place until the new one is whole on disk: the data goes
+    to a temporary file, is flushed and fsynced, and only then renamed over the old one.
+    """
+    path = Path(run_dir) / CHECKPOINT_NAME
+    tmp = path.with_suffix(".pt.tmp")
+    with tmp.open("wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)
+    return path
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """Read ``run_dir/checkpoint.pt``, or raise `ConfigError` saying why it cannot be used."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"--resume {run_dir}: no such run directory")
+    if not path.is_file():
+        raise ConfigError(f"--resume {run_dir}: no {CHECKPOINT_NAME} in it (nothing to resume)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:
+        raise ConfigError(
+            f"--resume {run_dir}: {CHECKPOINT_NAME} is corrupt or truncated "
+            f"({type(error).__name__})"
+        ) from None
+    required = {"config", "iteration", "global_step", "policy", "optimizer"}
+    if not isinstance(payload, dict) or not required <= payload.keys():
+        raise ConfigError(f"--resume {run_dir}: {CHECKPOINT_NAME} is not a Lethe checkpoint")
+    return payload

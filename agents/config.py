@@ -1,0 +1,167 @@
+"""Configuration of a training run: one dataclass per component, one help string per field.
+
+The CLI (`train_rl.py`) is generated from these dataclasses, so a field added here is an
+option there, documented by its ``help`` metadata. `validate` checks every value and raises
+`ConfigError` (a `ValueError`) with a one-line message naming the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+ALGOS = ("ppo", "a2c")
+MEMORY_KINDS = ("expire-span", "window", "full", "gru", "lstm", "none")
+DEVICES = ("auto", "cpu", "cuda")
+WANDB_MODES = ("auto", "offline", "online", "disabled")
+
+
+class ConfigError(ValueError):
+    """A configuration value that is not allowed; the message is one line, fit for a user."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class MemoryConfig:
+    """The recurrent core between the observation encoder and the actor / critic heads."""
+
+    kind: str = _f("expire-span", f"memory core: {', '.join(MEMORY_KINDS)}", flag="memory")
+    width: int = _f(64, "hidden width of the encoder output and the memory core")
+    layers: int = _f(2, "attention layers (expire-span / window / full) or recurrent layers")
+    heads: int = _f(4, "attention heads per layer (must divide --width)")
+    capacity: int = _f(
+        32, "expire-span: memory slots per layer and env, a hard budget on memory and compute"
+    )
+    span_limit: int = _f(1024, "expire-span: maximum span L in steps")
+    ramp: int = _f(16, "expire-span: length R of the soft ramp of the mask, in steps")
+    alpha: float = _f(1e-6, "expire-span: weight of the auxiliary loss on predicted spans")
+    span_init: float = _f(0.1, "expire-span: initial spans as a fraction of --span-limit")
+    window: int = _f(32, "window: steps each layer attends to")
+    max_memory: int = _f(1024, "full: most memories kept (the whole episode up to this)")
+
+
+@dataclass
+class AlgoConfig:
+    """The update rule and its optimiser; A2C and PPO share everything else."""
+
+    algo: str = _f("ppo", f"update rule: {', '.join(ALGOS)}", flag="algo")
+    rollout_steps: int = _f(128, "steps per env per rollout (the chunk the memory is trained on)")
+    learning_rate: float = _f(5e-4, "Adam learning rate")
+    anneal_lr: bool = _f(True, "decay the learning rate linearly to 0 over the run")
+    gamma: float = _f(0.99, "discount factor")
+    gae_lambda: float = _f(0.95, "GAE lambda")
+    update_epochs: int = _f(4, "PPO: epochs over each rollout (A2C: always 1)")
+    num_minibatches: int = _f(4, "PPO: minibatches per epoch, cut by env (A2C: always 1)")
+    clip_coef: float = _f(0.2, "PPO: clipping of the probability ratio")
+    clip_value_loss: bool = _f(True, "PPO: clip the value loss as in the PPO paper's code")
+    ent_coef: float = _f(0.01, "entropy bonus coefficient")
+    vf_coef: float = _f(0.5, "value loss coefficient")
+    max_grad_norm: float = _f(0.5, "gradient clipping norm")
+    normalize_advantages: bool = _f(True, "normalise advantages per minibatch")
+    target_kl: float = _f(0.0, "PPO: stop the epochs of an update once KL exceeds this (0: off)")
+
+
+@dataclass
+class TrainConfig:
+    """A whole run: the environment, the run's length and where its results go."""
+
+    env: str = _f("Lethe/Corridor-v0", "Gymnasium id (or module:id) of the environment")
+    num_envs: int = _f(64, "environments stepped together (batched on the device for Lethe ids)")
+    total_steps: int = _f(400_000, "environment steps to train for, over all envs")
+    device: str = _f("auto", f"torch device: {', '.join(DEVICES)}")
+    seed: int = _f(1, "random seed for envs, parameters and sampling")
+    run_dir: str = _f(
+        "", "where the run writes its files (default: runs/<env>-<algo>-<memory>-s<seed>)"
+    )
+    wandb: str = _f(
+        "auto", "W&B: auto (online when logged in, else offline), offline, online, disabled"
+    )
+    wandb_project: str = _f("lethe", "W&B project name")
+    checkpoint_every: int = _f(10, "iterations between checkpoints (and one at the end)")
+    heatmap_every: int = _f(
+        50, "iterations between retention heatmaps (and at the end; 0: end only)"
+    )
+    eval_episodes: int = _f(100, "episodes of the final evaluation (0: none)")
+    eval_deterministic: bool = _f(False, "evaluate with the most likely action instead of sampling")
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole configuration as plain data (saved in the run directory and logged)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`; unknown keys raise `TypeError` (old and new configs never mix)."""
+        data = dict(data)
+        memory = MemoryConfig(**data.pop("memory", {}))
+        algo = AlgoConfig(**data.pop("algo", {}))
+        return cls(**data, memory=memory, algo=algo)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(config: TrainConfig) -> None:
+    """Raise `ConfigError` naming the first bad value and what is allowed."""
+    mem, algo = config.memory, config.algo
+    _require(algo.algo in ALGOS, f"unknown algo {algo.algo!r}; allowed: {', '.join(ALGOS)}")
+    _require(
+        mem.kind in MEMORY_KINDS, f"unknown memory {mem.kind!r}; allowed: {', '.join(MEMORY_KINDS)}"
+    )
+    _require(
+        config.device in DEVICES, f"unknown device {config.device!r}; allowed: {', '.join(DEVICES)}"
+    )
+    _require(
+        config.wandb in WANDB_MODES,
+        f"unknown wandb mode {config.wandb!r}; allowed: {', '.join(WANDB_MODES)}",
+    )
+    for name, value in (
+        ("num-envs", config.num_envs),
+        ("total-steps", config.total_steps),
+        ("rollout-steps", algo.rollout_steps),
+        ("width", mem.width),
+        ("layers", mem.layers),
+        ("heads", mem.heads),
+        ("capacity", mem.capacity),
+        ("span-limit", mem.span_limit),
+        ("ramp", mem.ramp),
+        ("window", mem.window),
+        ("max-memory", mem.max_memory),
+        ("update-epochs", algo.update_epochs),
+        ("num-minibatches", algo.num_minibatches),
+        ("checkpoint-every", config.checkpoint_every),
+    ):
+        _require(value >= 1, f"--{name} must be a positive integer, got {value}")
+    for name, value in (
+        ("heatmap-every", config.heatmap_every),
+        ("eval-episodes", config.eval_episodes),
+    ):
+        _require(value >= 0, f"--{name} must be >= 0, got {value}")
+    _require(
+        mem.ramp <= mem.span_limit,
+        f"--ramp {mem.ramp} is longer than --span-limit {mem.span_limit}; "
+        "allowed: ramp <= span limit",
+    )
+    _require(
+        mem.width % mem.heads == 0,
+        f"--heads {mem.heads} does not divide --width {mem.width}; allowed: a divisor of the width",
+    )
+    _require(0 < mem.span_init <= 1, f"--span-init must be in (0, 1], got {mem.span_init}")
+    _require(mem.alpha >= 0, f"--alpha must be >= 0, got {mem.alpha}")
+    _require(0 < algo.gamma <= 1, f"--gamma must be in (0, 1], got {algo.gamma}")
+    _require(0 <= algo.gae_lambda <= 1, f"--gae-lambda must be in [0, 1], got {algo.gae_lambda}")
+    _require(algo.learning_rate > 0, f"--learning-rate must be > 0, got {algo.learning_rate}")
+    _require(algo.clip_coef > 0, f"--clip-coef must be > 0, got {algo.clip_coef}")
+    _require(algo.max_grad_norm > 0, f"--max-grad-norm must be > 0, got {algo.max_grad_norm}")
+    _require(
+        algo.algo == "a2c" or algo.num_minibatches <= config.num_envs,
+        f"--num-minibatches {algo.num_minibatches} exceeds --num-envs {config.num_envs}; "
+        "minibatches are cut by env, so allowed: at most num-envs",
+    )

@@ -1,0 +1,87 @@
+"""Evaluation of a trained policy on fresh episodes."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from agents.policy import ActorCritic
+from agents.vec import make_vector_env
+
+#: evaluation runs at most this many envs at once (more episodes: several rounds)
+MAX_EVAL_ENVS = 256
+#: a round that has not ended every episode after this many steps is cut short
+MAX_EVAL_STEPS = 100_000
+CHECK_EVERY = 32  # steps between host checks of "are all episodes over"
+
+
+@torch.no_grad()
+def evaluate(
+    policy: ActorCritic,
+    env_id: str,
+    episodes: int,
+    device: torch.device,
+    seed: int,
+    deterministic: bool = False,
+) -> dict[str, Any]:
+    """Play `episodes` fresh episodes, the first episode of each env (no bias to short ones).
+
+    Returns ``episodes``, ``mean_return``, ``success_rate`` (None when the env reports no
+    ``success``) and ``mean_length``.
+    """
+    returns: list[torch.Tensor] = []
+    lengths: list[torch.Tensor] = []
+    successes: list[torch.Tensor] = []
+    remaining, round_index = episodes, 0
+    while remaining > 0:
+        n = min(remaining, MAX_EVAL_ENVS)
+        env = make_vector_env(env_id, n, device)
+        try:
+            obs, _ = env.reset(seed=seed + round_index)
+            state = policy.initial_state(n, device)
+            start = torch.ones(n, dtype=torch.bool, device=device)
+            active = torch.ones(n, dtype=torch.bool, device=device)
+            episode_return = torch.zeros(n, device=device)
+            episode_length = torch.zeros(n, device=device)
+            success = torch.full((n,), float("nan"), device=device)
+            for step in range(MAX_EVAL_STEPS):
+                logits, _, state = policy.step(obs, state, start)
+                start = torch.zeros_like(start)
+                action = (
+                    logits.argmax(-1)
+                    if deterministic
+                    else torch.distributions.Categorical(logits=logits).sample()
+                )
+                obs, reward, terminated, truncated, info = env.step(action)
+                episode_return += reward * active
+                episode_length += active.float()
+                ended = active & (terminated | truncated)
+                if "success" in info:
+                    reported = ended & info.get("_success", torch.ones_like(ended)).bool()
+                    success = torch.where(reported, info["success"].float(), success)
+                active = active & ~ended
+                if step % CHECK_EVERY == CHECK_EVERY - 1 and not bool(active.any()):
+                    break
+            else:
+                warnings.warn(
+                    f"evaluation: {int(active.sum())} of {n} episodes still running after "
+                    f"{MAX_EVAL_STEPS} steps; they count with their return so far",
+                    stacklevel=2,
+                )
+        finally:
+            env.close()
+        returns.append(episode_return)
+        lengths.append(episode_length)
+        successes.append(success)
+        remaining -= n
+        round_index += 1
+    all_success = torch.cat(successes)
+    reported = ~all_success.isnan()
+    return {
+        "episodes": episodes,
+        "mean_return": float(torch.cat(returns).mean()),
+        "mean_length": float(torch.cat(lengths).mean()),
+        "success_rate": float(all_success[reported].mean()) if bool(reported.any()) else None,
+    }

@@ -1,0 +1,69 @@
+"""PPO's update rule: clipped surrogate, (clipped) value loss, entropy, the memory's aux loss."""
+
+from __future__ import annotations
+
+import torch
+
+from agents.config import AlgoConfig
+from agents.losses import apply_gradients, evaluate_rollout, masked_mean, normalize
+from agents.policy import ActorCritic
+from agents.rollout import Rollout
+
+
+def ppo_update(
+    policy: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout, config: AlgoConfig
+) -> dict[str, float]:
+    """`update_epochs` passes over the rollout in minibatches of whole env sequences."""
+    num_envs = rollout.num_envs
+    stats: dict[str, list[float]] = {}
+    skipped = 0
+    for _epoch in range(config.update_epochs):
+        permutation = torch.randperm(num_envs, device=rollout.actions.device)
+        for env_idx in permutation.chunk(config.num_minibatches):
+            mask = rollout.valid[:, env_idx]  # [T, n]
+            new = evaluate_rollout(policy, rollout, env_idx)
+            old_logprobs = rollout.logprobs[:, env_idx]
+            advantages = rollout.advantages[:, env_idx]
+            if config.normalize_advantages:
+                advantages = normalize(advantages, mask)
+            log_ratio = new.logprobs - old_logprobs
+            ratio = log_ratio.exp()
+            policy_loss = masked_mean(
+                torch.max(
+                    -advantages * ratio,
+                    -advantages * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef),
+                ),
+                mask,
+            )
+            returns, old_values = rollout.returns[:, env_idx], rollout.values[:, env_idx]
+            value_error = (new.values - returns) ** 2
+            if config.clip_value_loss:
+                clipped = old_values + (new.values - old_values).clamp(
+                    -config.clip_coef, config.clip_coef
+                )
+                value_error = torch.max(value_error, (clipped - returns) ** 2)
+            value_loss = 0.5 * masked_mean(value_error, mask)
+            entropy = masked_mean(new.entropy, mask)
+            loss = (
+                policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss + new.aux_loss
+            )
+            taken, grad_norm = apply_gradients(policy, optimizer, loss, config.max_grad_norm)
+            skipped += not taken
+            with torch.no_grad():
+                approx_kl = masked_mean((ratio - 1) - log_ratio, mask)
+                clip_fraction = masked_mean(((ratio - 1).abs() > config.clip_coef).float(), mask)
+            for key, value in (
+                ("losses/policy_loss", policy_loss),
+                ("losses/value_loss", value_loss),
+                ("losses/entropy", entropy),
+                ("losses/aux_span_loss", new.aux_loss),
+                ("losses/approx_kl", approx_kl),
+                ("losses/clip_fraction", clip_fraction),
+                ("losses/grad_norm", grad_norm),
+            ):
+                stats.setdefault(key, []).append(float(torch.as_tensor(value).detach()))
+        if config.target_kl > 0 and stats["losses/approx_kl"][-1] > config.target_kl:
+            break
+    out = {key: sum(values) / len(values) for key, values in stats.items()}
+    out["losses/skipped_updates"] = float(skipped)
+    return out

@@ -1,0 +1,411 @@
+"""The training loop A2C and PPO share: collect, update, log, checkpoint, evaluate.
+
+`train(config)` is the Python API the CLI wraps::
+
+    from agents import TrainConfig, train
+    summary = train(TrainConfig(env="Lethe/Corridor-v0", total_steps=200_000))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from agents.a2c import a2c_update
+from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.config import ConfigError, TrainConfig, validate
+from agents.evaluate import evaluate
+from agents.logging import RunLogger
+from agents.policy import ActorCritic
+from agents.ppo import ppo_update
+from agents.rollout import Rollout, RolloutCollector
+from agents.vec import make_vector_env
+
+UPDATES: dict[str, Callable[..., dict[str, float]]] = {"ppo": ppo_update, "a2c": a2c_update}
+
+#: this many updates in a row skipped for a non-finite loss or gradient stop the run
+MAX_SKIPPED_IN_A_ROW = 5
+
+#: fields of a run's config that `--resume` may change; the rest must stay as they were
+RESUMABLE_OVERRIDES = frozenset(
+    {
+        "total_steps",
+        "device",
+        "wandb",
+        "checkpoint_every",
+        "heatmap_every",
+        "eval_episodes",
+        "eval_deterministic",
+    }
+)
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (for instance, losses keep being non-finite)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA is a `ConfigError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda: CUDA is not available on this machine; allowed: auto, cpu"
+        )
+    return torch.device(name)
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    """``runs/<env>-<algo>-<memory>-s<seed>``, the env id made safe for a path."""
+    env = re.sub(r"[^A-Za-z0-9_.-]+", "_", config.env.split(":")[-1])
+    return Path("runs") / f"{env}-{config.algo.algo}-{config.memory.kind}-s{config.seed}"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _mean_or_nan(total: float, count: int) -> float:
+    return total / count if count else float("nan")
+
+
+class _StopFlag:
+    """SIGINT / SIGTERM ask the loop to checkpoint and stop after the current iteration."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def prepare_run(
+    config: TrainConfig, resume: bool, overwrite: bool, overrides: dict[str, Any] | None = None
+) -> tuple[TrainConfig, Path, dict[str, Any] | None]:
+    """Check everything that can be checked before the run directory is touched.
+
+    Returns the config to run (the saved one, with `overrides`, when resuming), the run
+    directory and the checkpoint to resume from.
+    """
+    checkpoint = None
+    if resume:
+        run_dir = Path(config.run_dir)
+        checkpoint = load_checkpoint(run_dir)
+        try:
+            saved = TrainConfig.from_dict(checkpoint["config"])
+        except TypeError as error:
+            raise ConfigError(
+                f"--resume {run_dir}: checkpoint config is not readable ({error})"
+            ) from None
+        for key, value in (overrides or {}).items():
+            if key in ("memory", "algo"):
+                for sub_key, sub_value in value.items():
+                    if getattr(getattr(saved, key), sub_key) != sub_value:
+                        what = (
+                            "memory kind" if sub_key == "kind" else f"--{sub_key.replace('_', '-')}"
+                        )
+                        raise ConfigError(
+                            f"--resume {run_dir}: the checkpoint was made with {what} "
+                            f"{getattr(getattr(saved, key), sub_key)!r}, not {sub_value!r}"
+                        )
+            elif key in RESUMABLE_OVERRIDES:
+                setattr(saved, key, value)
+            elif key != "run_dir" and getattr(saved, key) != value:
+                raise ConfigError(
+                    f"--resume {run_dir}: the checkpoint was made with --{key.replace('_', '-')} "
+                    f"{getattr(saved, key)!r}, not {value!r}"
+                )
+        saved.run_dir = str(run_dir)
+        config = saved
+    validate(config)
+    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
+    config.run_dir = str(run_dir)
+    if not resume and not overwrite and run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"run directory {run_dir} already exists; pass --resume {run_dir} to continue "
+            "it, --overwrite to start it over, or another --run-dir"
+        )
+    return config, run_dir, checkpoint
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train, checkpoint and evaluate; returns the summary also written to ``summary.json``."""
+    config, run_dir, checkpoint = prepare_run(config, resume, overwrite, overrides)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    env = make_vector_env(config.env, config.num_envs, device)
+    try:
+        policy = ActorCritic(env.obs_spaces, int(env.single_action_space.n), config.memory).to(
+            device
+        )
+        algo = config.algo
+        optimizer = torch.optim.Adam(policy.parameters(), lr=algo.learning_rate, eps=1e-5)
+        iteration, global_step, wall_before, run_id = 0, 0, 0.0, None
+        if checkpoint is not None:
+            policy.load_state_dict(checkpoint["policy"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
+            wall_before = checkpoint.get("wall_seconds", 0.0)
+            run_id = checkpoint.get("wandb_run_id")
+            _set_rng_state(checkpoint["rng"])
+        elif run_dir.exists():
+            shutil.rmtree(run_dir)  # --overwrite, checked in prepare_run
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+        # Fresh envs on resume, seeded by the iteration so they do not replay the first episodes.
+        collector = RolloutCollector(
+            env, policy, algo.rollout_steps, device, seed=config.seed + 1_000_003 * iteration
+        )
+        logger = RunLogger(
+            run_dir,
+            config.to_dict(),
+            config.wandb,
+            config.wandb_project,
+            run_id,
+            resume_iteration=iteration if checkpoint is not None else None,
+        )
+        try:
+            summary = _loop(
+                config,
+                policy,
+                optimizer,
+                collector,
+                logger,
+                run_dir,
+                device,
+                iteration,
+                global_step,
+                wall_before,
+                progress,
+            )
+        finally:
+            logger.close()
+    finally:
+        env.close()
+    return summary
+
+
+def _checkpoint_payload(
+    config: TrainConfig,
+    policy: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    iteration: int,
+    global_step: int,
+    wall_seconds: float,
+    run_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "config": config.to_dict(),
+        "iteration": iteration,
+        "global_step": global_step,
+        "policy": policy.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": _rng_state(),
+        "wall_seconds": wall_seconds,
+        "wandb_run_id": run_id,
+    }
+
+
+def _loop(
+    config: TrainConfig,
+    policy: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    collector: RolloutCollector,
+    logger: RunLogger,
+    run_dir: Path,
+    device: torch.device,
+    iteration: int,
+    global_step: int,
+    wall_before: float,
+    progress: bool,
+) -> dict[str, Any]:
+    algo = config.algo
+    update = UPDATES[algo.algo]
+    steps_per_iteration = config.num_envs * algo.rollout_steps
+    num_iterations = max(1, math.ceil(config.total_steps / steps_per_iteration))
+    start_time = time.perf_counter()
+    start_step = global_step
+    skipped_in_a_row = 0
+    metrics: dict[str, float] = {}
+    bar = tqdm(
+        total=num_iterations * steps_per_iteration,
+        initial=global_step,
+        unit="step",
+        unit_scale=True,
+        dynamic_ncols=True,
+        disable=not progress,
+        mininterval=1.0,
+        desc=f"{algo.algo}/{config.memory.kind}",
+    )
+
+    def save() -> None:
+        wall = wall_before + time.perf_counter() - start_time
+        save_checkpoint(
+            run_dir,
+            _checkpoint_payload(
+                config, policy, optimizer, iteration, global_step, wall, logger.run_id
+            ),
+        )
+
+    interrupted = None
+    with _StopFlag() as stop:
+        while iteration < num_iterations:
+            if stop.signal is not None:
+                interrupted = stop.signal
+                break
+            iteration += 1
+            if algo.anneal_lr:
+                fraction = 1.0 - (iteration - 1) / num_iterations
+                for group in optimizer.param_groups:
+                    group["lr"] = fraction * algo.learning_rate
+            iter_start = time.perf_counter()
+            rollout, episodes = collector.collect(algo.gamma, algo.gae_lambda)
+            metrics = update(policy, optimizer, rollout, algo)
+            global_step += steps_per_iteration
+            skipped = metrics.get("losses/skipped_updates", 0.0)
+            updates_per_iteration = (
+                1 if algo.algo == "a2c" else algo.update_epochs * algo.num_minibatches
+            )
+            skipped_in_a_row = skipped_in_a_row + 1 if skipped >= updates_per_iteration else 0
+            metrics.update(_rollout_metrics(rollout, episodes))
+            metrics["charts/steps_per_second"] = steps_per_iteration / (
+                time.perf_counter() - iter_start
+            )
+            metrics["charts/learning_rate"] = optimizer.param_groups[0]["lr"]
+            logger.log(iteration, global_step, metrics)
+            bar.update(steps_per_iteration)
+            bar.set_postfix(
+                ret=f"{metrics['charts/episodic_return']:.2f}",
+                success=f"{metrics['charts/success_rate']:.2f}",
+                sps=f"{metrics['charts/steps_per_second']:.0f}",
+                refresh=False,
+            )
+            if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                bar.close()
+                raise TrainingError(
+                    f"{skipped_in_a_row} updates in a row had a non-finite loss or gradient; "
+                    f"stopped at iteration {iteration}. The last good checkpoint is in {run_dir}; "
+                    "try a lower --learning-rate or --max-grad-norm"
+                )
+            # A skipped update leaves the parameters as they were, so they are always safe to save.
+            if iteration % config.checkpoint_every == 0 or iteration == num_iterations:
+                save()
+    bar.close()
+    if interrupted is not None:
+        save()
+        name = signal.Signals(interrupted).name
+        print(
+            f"{name}: checkpoint saved at step {global_step:,}; continue with "
+            f"`python train_rl.py --resume {run_dir}`"
+        )
+        return {"interrupted": name, "global_step": global_step, "run_dir": str(run_dir)}
+
+    wall_seconds = wall_before + time.perf_counter() - start_time
+    this_session_steps = global_step - start_step
+    eval_result = (
+        evaluate(
+            policy,
+            config.env,
+            config.eval_episodes,
+            device,
+            config.seed + 99_991,
+            config.eval_deterministic,
+        )
+        if config.eval_episodes > 0
+        else {"episodes": 0, "mean_return": None, "mean_length": None, "success_rate": None}
+    )
+    summary = {
+        "env_id": config.env,
+        "algo": algo.algo,
+        "memory": config.memory.kind,
+        "seed": config.seed,
+        "device": str(device),
+        "world_size": 1,
+        "iterations": iteration,
+        "total_env_steps": global_step,
+        "wall_seconds": round(wall_seconds, 2),
+        "env_steps_per_second": round(
+            this_session_steps / max(time.perf_counter() - start_time, 1e-9), 1
+        ),
+        "final_train": {
+            k: metrics.get(k)
+            for k in ("charts/episodic_return", "charts/success_rate", "charts/episode_length")
+        },
+        "eval": eval_result,
+        "run_dir": str(run_dir),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    logger.summary(summary)
+    return summary
+
+
+def _rollout_metrics(rollout: Rollout, episodes: Any) -> dict[str, float]:
+    return {
+        "charts/episodic_return": _mean_or_nan(episodes.return_sum, episodes.episodes),
+        "charts/episode_length": _mean_or_nan(episodes.length_sum, episodes.episodes),
+        "charts/success_rate": _mean_or_nan(episodes.success_sum, episodes.success_count),
+        "charts/episodes": float(episodes.episodes),
+        "losses/explained_variance": _explained(rollout),
+    }
+
+
+def _explained(rollout: Rollout) -> float:
+    from agents.losses import explained_variance
+
+    return explained_variance(rollout.values, rollout.returns, rollout.valid)

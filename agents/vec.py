@@ -1,0 +1,180 @@
+"""Vector environments for the learner, all behind one interface of torch tensors on a device.
+
+- A Gymnasium id with a ``vector_entry_point`` (every ``Lethe/*`` id) gets its batched torch
+  twin on the training device: a rollout never leaves it.
+- Any other id gets Gymnasium's own vector env (async, one process per env, when the machine
+  has more than one core and the env count is modest; sync otherwise); observations are moved to
+  the device once per step.
+
+Both use Gymnasium's default autoreset mode, ``NEXT_STEP``, which the learner relies on (see
+`docs/architecture.md`). Observations are handed out as a dict of tensors: the keys of a
+``Dict`` space (text entries such as MiniGrid's ``mission`` are dropped), or ``{"obs": x}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from agents.config import ConfigError
+
+ObsDict = dict[str, torch.Tensor]
+
+#: Gymnasium's async vector env starts one process per env; past this many per core, sync is faster.
+ASYNC_ENVS_PER_CORE = 4
+
+
+def _import_registrations() -> None:
+    """Register our ids and MiniGrid's (Gymnasium >= 1.0 loads no plugins by itself)."""
+    import envs  # noqa: F401  (registers Lethe/*)
+
+    try:
+        import minigrid  # noqa: F401  (registers MiniGrid-*)
+    except ImportError:  # pragma: no cover - minigrid is a dependency, but stay usable without it
+        pass
+
+
+def resolve_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The registered spec of `env_id` (``module:id`` allowed), or a one-line `ConfigError`."""
+    _import_registrations()
+    try:
+        return gym.spec(env_id)
+    except ModuleNotFoundError as error:
+        raise ConfigError(f"cannot import the module of env {env_id!r}: {error}") from None
+    except gym.error.Error as error:
+        known = sorted(i for i in gym.registry if i.startswith("Lethe/"))
+        raise ConfigError(
+            f"unknown env id {env_id!r} ({str(error).splitlines()[0]}); "
+            f"Lethe ids: {', '.join(known)}; or any registered Gymnasium id, or module:id"
+        ) from None
+
+
+def observation_keys(space: spaces.Space) -> dict[str, spaces.Space]:
+    """The sub-spaces the policy reads, by key: tensors only (text is dropped)."""
+    if isinstance(space, spaces.Dict):
+        kept = {
+            k: s for k, s in space.spaces.items() if isinstance(s, (spaces.Box, spaces.Discrete))
+        }
+        if not kept:
+            raise ConfigError(
+                f"observation space {space} has no Box or Discrete entry to learn from"
+            )
+        return kept
+    if isinstance(space, (spaces.Box, spaces.Discrete)):
+        return {"obs": space}
+    raise ConfigError(
+        f"observation space {type(space).__name__} is not supported; allowed: Box, Discrete, "
+        "or a Dict of them"
+    )
+
+
+class TorchVectorEnv:
+    """A vector env whose observations, rewards, flags and info are tensors on `device`.
+
+    Wraps either a batched twin (already torch: passed through) or a Gymnasium numpy vector
+    env (converted once per step).
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, device: torch.device) -> None:
+        self.env = env
+        self.device = device
+        self.num_envs = env.num_envs
+        self.single_observation_space = env.single_observation_space
+        self.single_action_space = env.single_action_space
+        if not isinstance(self.single_action_space, spaces.Discrete):
+            raise ConfigError(
+                f"action space {self.single_action_space} is not supported; allowed: Discrete "
+                "(continuous control is not implemented)"
+            )
+        mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+        if mode != gym.vector.AutoresetMode.NEXT_STEP:
+            raise ConfigError(
+                f"vector env autoreset mode {mode} is not supported; allowed: NEXT_STEP"
+            )
+        self.obs_spaces = observation_keys(self.single_observation_space)
+        self.is_torch = False  # set by reset(): a batched twin answers in tensors
+
+    def _tensor(self, value: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return torch.as_tensor(
+            np.asarray(value) if not torch.is_tensor(value) else value,
+            dtype=dtype,
+            device=self.device,
+        )
+
+    def _obs(self, obs: Any) -> ObsDict:
+        if isinstance(obs, dict):
+            return {k: self._tensor(obs[k]) for k in self.obs_spaces}
+        return {"obs": self._tensor(obs)}
+
+    def _info(self, info: dict[str, Any]) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, value in info.items():
+            if isinstance(value, dict):
+                continue  # nested infos (final_info of other modes) are not used
+            if torch.is_tensor(value):
+                out[key] = value.to(self.device)
+            else:
+                array = np.asarray(value)
+                if array.dtype.kind in "biuf":
+                    out[key] = torch.as_tensor(array, device=self.device)
+        return out
+
+    def reset(self, seed: int | None = None) -> tuple[ObsDict, dict[str, torch.Tensor]]:
+        obs, info = self.env.reset(seed=seed)
+        first = next(iter(obs.values())) if isinstance(obs, dict) else obs
+        self.is_torch = torch.is_tensor(first)
+        return self._obs(obs), self._info(info)
+
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[ObsDict, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Step every env; `actions` is a ``[N]`` integer tensor on the device."""
+        if not self.is_torch:
+            actions = actions.cpu().numpy()
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        return (
+            self._obs(obs),
+            self._tensor(reward, torch.float32),
+            self._tensor(terminated, torch.bool),
+            self._tensor(truncated, torch.bool),
+            self._info(info),
+        )
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def make_vector_env(env_id: str, num_envs: int, device: torch.device) -> TorchVectorEnv:
+    """The best vector env for `env_id`: its batched twin when it has one, else Gymnasium's."""
+    spec = resolve_spec(env_id)
+    env_id = spec.id
+    if spec.vector_entry_point is not None:
+        creator = gym.envs.registration.load_env_creator(spec.vector_entry_point)
+        # torch twins take the device; other vector entry points (numpy) do not
+        takes_device = "device" in inspect.signature(creator).parameters
+        env = gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode="vector_entry_point",
+            **({"device": device} if takes_device else {}),
+        )
+    else:
+        cores = os.cpu_count() or 1
+        use_async = cores > 1 and 1 < num_envs <= ASYNC_ENVS_PER_CORE * cores
+        if cores > 1 and num_envs > ASYNC_ENVS_PER_CORE * cores:
+            warnings.warn(
+                f"{num_envs} envs without a batched twin: using SyncVectorEnv, since the async "
+                f"vector env would start {num_envs} processes on {cores} cores",
+                stacklevel=2,
+            )
+        env = gym.make_vec(
+            env_id, num_envs=num_envs, vectorization_mode="async" if use_async else "sync"
+        )
+    return TorchVectorEnv(env, device)

@@ -1,0 +1,146 @@
+"""Train an agent with a memory core from the command line.
+
+    python train_rl.py                                    # Expire-Span PPO on Lethe/Corridor-v0
+    python train_rl.py --env Lethe/Portal-v0 --algo a2c --memory window --num-envs 512
+    python train_rl.py --resume runs/Lethe_Corridor-v0-ppo-expire-span-s1
+
+Every option is a field of the dataclasses in `agents/config.py`; `--help` lists them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+from agents.config import (
+    ALGOS,
+    DEVICES,
+    MEMORY_KINDS,
+    WANDB_MODES,
+    AlgoConfig,
+    ConfigError,
+    MemoryConfig,
+    TrainConfig,
+)
+
+CHOICES = {"kind": MEMORY_KINDS, "algo": ALGOS, "device": DEVICES, "wandb": WANDB_MODES}
+SECTIONS = (
+    ("run", None, TrainConfig),
+    ("memory core", "memory", MemoryConfig),
+    ("update rule and optimiser", "algo", AlgoConfig),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI, generated from the config dataclasses (defaults shown in --help)."""
+    parser = argparse.ArgumentParser(
+        prog="train_rl.py",
+        description="Train an A2C / PPO agent whose recurrent core is an Expire-Span memory.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,  # only explicit options override (matters for --resume)
+    )
+    for title, section, cls in SECTIONS:
+        group = parser.add_argument_group(title)
+        defaults = cls()
+        for field in dataclasses.fields(cls):
+            if field.name in ("memory", "algo"):
+                continue
+            default = getattr(defaults, field.name)
+            flag = "--" + field.metadata.get("flag", field.name).replace("_", "-")
+            dest = f"{section}.{field.name}" if section else field.name
+            kwargs: dict[str, Any] = {
+                "dest": dest,
+                "help": field.metadata["help"] + " (default: %(default)s)",
+            }
+            kwargs["default"] = argparse.SUPPRESS
+            if isinstance(default, bool):
+                kwargs["action"] = argparse.BooleanOptionalAction
+                kwargs["help"] = field.metadata["help"] + f" (default: {default})"
+            else:
+                kwargs["type"] = type(default)
+                kwargs["metavar"] = type(default).__name__.upper()
+                kwargs["help"] = field.metadata["help"] + f" (default: {default})"
+            if field.name in CHOICES:
+                kwargs["choices"] = CHOICES[field.name]
+                kwargs.pop("metavar", None)
+            group.add_argument(flag, **kwargs)
+    control = parser.add_argument_group("run control")
+    control.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint"
+    )
+    control.add_argument(
+        "--overwrite", action="store_true", help="start over in an existing --run-dir"
+    )
+    control.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config with the explicitly given options, and those options as overrides."""
+    config = TrainConfig()
+    overrides: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if dest in ("resume", "overwrite", "no_progress"):
+            continue
+        if "." in dest:
+            section, name = dest.split(".")
+            setattr(getattr(config, section), name, value)
+            overrides.setdefault(section, {})[name] = value
+        else:
+            setattr(config, dest, value)
+            overrides[dest] = value
+    return config, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; exit status 2 for bad input (one line, no traceback), 1 for a failed run."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config, overrides = config_from_args(args)
+    resume = getattr(args, "resume", None)
+    if resume:
+        config.run_dir = resume
+    from agents.trainer import TrainingError, train
+
+    try:
+        summary = train(
+            config,
+            resume=bool(resume),
+            overwrite=getattr(args, "overwrite", False),
+            overrides=overrides,
+            progress=not getattr(args, "no_progress", False),
+        )
+    except ConfigError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except TrainingError as error:
+        parser.exit(1, f"{parser.prog}: training stopped: {error}\n")
+    if "interrupted" in summary:
+        return 130
+    print_summary(summary)
+    return 0
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The final table on the terminal."""
+    ev = summary["eval"]
+    rows = [
+        ("env", summary["env_id"]),
+        ("algo / memory", f"{summary['algo']} / {summary['memory']}"),
+        ("env steps", f"{summary['total_env_steps']:,}"),
+        ("wall time", f"{summary['wall_seconds']:.1f} s"),
+        ("env steps / s", f"{summary['env_steps_per_second']:,.0f}"),
+        ("eval episodes", str(ev["episodes"])),
+        ("eval mean return", "-" if ev["mean_return"] is None else f"{ev['mean_return']:.3f}"),
+        ("eval success rate", "-" if ev["success_rate"] is None else f"{ev['success_rate']:.3f}"),
+        ("run directory", summary["run_dir"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print()
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
