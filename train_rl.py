@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from agents.config import (
     ALGOS,
@@ -33,20 +33,26 @@ SECTIONS = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad options are answered in one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI, generated from the config dataclasses (defaults shown in --help)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="train_rl.py",
         description="Train an A2C / PPO agent whose recurrent core is an Expire-Span memory.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS,  # only explicit options override (matters for --resume)
     )
     for title, section, cls in SECTIONS:
         group = parser.add_argument_group(title)
         defaults = cls()
         for field in dataclasses.fields(cls):
-            if field.name in ("memory", "algo"):
-                continue
+            if dataclasses.is_dataclass(getattr(defaults, field.name)):
+                continue  # the nested sections, listed in SECTIONS
             default = getattr(defaults, field.name)
             flag = "--" + field.metadata.get("flag", field.name).replace("_", "-")
             dest = f"{section}.{field.name}" if section else field.name

@@ -120,16 +120,16 @@ class ObservationEncoder(nn.Module):
 def memory_options(config: MemoryConfig) -> dict[str, Any]:
     """The `memory.make_memory` options of the configured kind."""
     if config.kind in ("gru", "lstm"):
-        return {"hidden_dim": config.width, "num_layers": config.layers}
-    common = {"d_model": config.width, "num_layers": config.layers, "num_heads": config.heads}
+        return {"hidden_size": config.width, "num_layers": config.layers}
+    common = {"d_model": config.width, "n_layers": config.layers, "n_heads": config.heads}
     if config.kind == "expire-span":
         return {
             **common,
             "capacity": config.capacity,
-            "span_limit": config.span_limit,
+            "max_span": config.span_limit,
             "ramp": config.ramp,
-            "alpha": config.alpha,
-            "span_init": config.span_init,
+            "span_loss_coef": config.alpha,
+            "init_span_fraction": config.span_init,
         }
     if config.kind == "window":
         return {**common, "window": config.window}

@@ -13,6 +13,7 @@ Both use Gymnasium's default autoreset mode, ``NEXT_STEP``, which the learner re
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import warnings
@@ -44,10 +45,16 @@ def _import_registrations() -> None:
 def resolve_spec(env_id: str) -> gym.envs.registration.EnvSpec:
     """The registered spec of `env_id` (``module:id`` allowed), or a one-line `ConfigError`."""
     _import_registrations()
+    module, _, name = env_id.rpartition(":")
+    if module:  # Gymnasium's module:id form: the module registers the id when imported
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ConfigError(
+                f"cannot import module {module!r} of env {env_id!r}: {error}"
+            ) from None
     try:
-        return gym.spec(env_id)
-    except ModuleNotFoundError as error:
-        raise ConfigError(f"cannot import the module of env {env_id!r}: {error}") from None
+        return gym.spec(name)
     except gym.error.Error as error:
         known = sorted(i for i in gym.registry if i.startswith("Lethe/"))
         raise ConfigError(
@@ -174,7 +181,18 @@ def make_vector_env(env_id: str, num_envs: int, device: torch.device) -> TorchVe
                 f"vector env would start {num_envs} processes on {cores} cores",
                 stacklevel=2,
             )
+        probe = gym.make(spec)
+        space = probe.observation_space
+        probe.close()
+        wrappers = []
+        if isinstance(space, spaces.Dict):
+            keys = list(observation_keys(space))
+            if len(keys) < len(space.spaces):  # drop text (MiniGrid's mission) in each env
+                wrappers.append(lambda e: gym.wrappers.FilterObservation(e, keys))
         env = gym.make_vec(
-            env_id, num_envs=num_envs, vectorization_mode="async" if use_async else "sync"
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode="async" if use_async else "sync",
+            wrappers=wrappers,
         )
     return TorchVectorEnv(env, device)

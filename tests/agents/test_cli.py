@@ -1,0 +1,176 @@
+"""The CLI: bad input answered in one line with exit status 2, smoke runs, resume, env forms."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_rl
+from agents.checkpoint import CHECKPOINT_NAME
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "--num-envs",
+    "4",
+    "--rollout-steps",
+    "16",
+    "--wandb",
+    "disabled",
+    "--no-progress",
+    "--eval-episodes",
+    "4",
+    "--width",
+    "16",
+    "--heads",
+    "2",
+    "--layers",
+    "1",
+]
+
+
+def run_cli(args, capsys):
+    """Run `train_rl.main` in-process; returns (exit status, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        train_rl.main(args)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def assert_one_line_error(status, err, *needles):
+    assert status == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith("train_rl.py: error:"), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--env", "Lethe/NoSuchTask-v0"], ["Lethe/NoSuchTask-v0", "Lethe ids"]),
+        (["--env", "nosuchmodule_xyz:Task-v0"], ["nosuchmodule_xyz"]),
+        (["--env", "Pendulum-v1"], ["Box", "Discrete"]),
+        (["--memory", "transformer"], ["transformer", "expire-span"]),
+        (["--algo", "dqn"], ["dqn", "ppo"]),
+        (["--num-envs", "0"], ["--num-envs", "0"]),
+        (["--rollout-steps", "-3"], ["--rollout-steps", "-3"]),
+        (["--total-steps", "0"], ["--total-steps"]),
+        (["--capacity", "0"], ["--capacity", "0"]),
+        (["--ramp", "64", "--span-limit", "32"], ["--ramp 64", "--span-limit 32"]),
+        (["--heads", "3", "--width", "16"], ["--heads 3"]),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(args, needles, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    status, err = run_cli(["--env", "CartPole-v1", *TINY, "--run-dir", str(run_dir), *args], capsys)
+    assert_one_line_error(status, err, *needles)
+    assert not run_dir.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda(tmp_path, capsys):
+    status, err = run_cli(["--device", "cuda", "--run-dir", str(tmp_path / "r")], capsys)
+    assert_one_line_error(status, err, "cuda")
+
+
+def test_existing_run_dir_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("precious")
+    status, err = run_cli(["--env", "CartPole-v1", *TINY, "--run-dir", str(run_dir)], capsys)
+    assert_one_line_error(status, err, "already exists", "--resume")
+    assert (run_dir / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not a checkpoint at all"])
+def test_resume_of_missing_or_corrupt_checkpoint(content, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    if content is not None:
+        (run_dir / CHECKPOINT_NAME).write_bytes(content)
+    status, err = run_cli(["--resume", str(run_dir)], capsys)
+    assert_one_line_error(status, err, str(run_dir))
+
+
+def test_smoke_run_then_resume_continues(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    base = ["--env", "CartPole-v1", "--memory", "gru", *TINY, "--checkpoint-every", "1"]
+    assert train_rl.main([*base, "--total-steps", "128", "--run-dir", str(run_dir)]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["total_env_steps"] == 128
+    assert summary["eval"]["episodes"] == 4
+    assert summary["eval"]["success_rate"] is None  # CartPole reports no success
+    for key in ("env_id", "algo", "memory", "wall_seconds", "env_steps_per_second"):
+        assert key in summary
+
+    # resume with a larger budget: continues from step 128, each iteration logged once
+    assert train_rl.main(["--resume", str(run_dir), "--total-steps", "320"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["total_env_steps"] == 320
+    iterations = [json.loads(x)["iteration"] for x in (run_dir / "metrics.jsonl").open()]
+    assert iterations == list(range(1, 6))
+
+    # a checkpoint of another memory kind or env is refused
+    status, err = run_cli(["--resume", str(run_dir), "--memory", "lstm"], capsys)
+    assert_one_line_error(status, err, "memory kind", "gru", "lstm")
+    status, err = run_cli(["--resume", str(run_dir), "--env", "Acrobot-v1"], capsys)
+    assert_one_line_error(status, err, "CartPole-v1", "Acrobot-v1")
+
+
+def test_module_colon_id_env(tmp_path):
+    """Gymnasium's module:id form imports the user's module, which registers its env."""
+    package = tmp_path / "mytasks"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        textwrap.dedent("""
+        import gymnasium as gym
+        gym.register("MyTask-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
+                     max_episode_steps=50)
+    """)
+    )
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train_rl.py"),
+            "--env",
+            "mytasks:MyTask-v0",
+            *TINY,
+            "--memory",
+            "none",
+            "--total-steps",
+            "64",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["env_id"] == "mytasks:MyTask-v0"
+
+
+def test_minigrid_id_with_dict_observations(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [
+        "--env",
+        "MiniGrid-MemoryS7-v0",
+        *TINY,
+        "--memory",
+        "lstm",
+        "--total-steps",
+        "64",
+        "--run-dir",
+        str(run_dir),
+    ]
+    assert train_rl.main(args) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["memory"] == "lstm"
