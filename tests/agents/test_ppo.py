@@ -1,0 +1,52 @@
+"""The update sees the memory the rollout saw: the first PPO epoch's ratio is exactly 1."""
+
+import pytest
+import torch
+
+from agents.config import AlgoConfig, MemoryConfig
+from agents.losses import evaluate_rollout
+from agents.policy import ActorCritic
+from agents.ppo import ppo_update
+from agents.rollout import RolloutCollector
+from agents.vec import make_vector_env
+
+KINDS = ["expire-span", "window", "full", "gru", "lstm", "none"]
+
+
+def small_memory(kind: str) -> MemoryConfig:
+    # capacity, spans and windows far below the chunk length: eviction, expiry and episode
+    # starts all happen inside the chunk
+    return MemoryConfig(
+        kind=kind, width=16, layers=2, heads=2, capacity=4, span_limit=8, ramp=2, window=3,
+        max_memory=6, span_init=0.5,
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_first_epoch_ratio_is_one(kind):
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    env = make_vector_env("Lethe/Corridor-S-v0", 6, device)
+    policy = ActorCritic(env.obs_spaces, 3, small_memory(kind))
+    collector = RolloutCollector(env, policy, num_steps=40, device=device, seed=3)
+    collector.collect(0.99, 0.95)  # the second chunk starts from a non-empty memory
+    rollout, _ = collector.collect(0.99, 0.95)
+    assert rollout.episode_starts[1:].any(), "the chunk should contain episode starts"
+
+    with torch.no_grad():
+        whole = evaluate_rollout(policy, rollout)
+        subset = evaluate_rollout(policy, rollout, torch.tensor([4, 1]))
+    valid = rollout.valid
+    ratio = (whole.logprobs - rollout.logprobs).exp()[valid]
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0, atol=1e-5)
+    torch.testing.assert_close(whole.values[valid], rollout.values[valid], rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        subset.logprobs, rollout.logprobs[:, [4, 1]], rtol=0, atol=1e-5
+    )
+
+    # and the update reports it: KL and clip fraction of a zero-learning-rate PPO update are 0
+    optimizer = torch.optim.Adam(policy.parameters(), lr=0.0)
+    stats = ppo_update(policy, optimizer, rollout, AlgoConfig(update_epochs=1, num_minibatches=2))
+    assert abs(stats["losses/approx_kl"]) < 1e-6
+    assert stats["losses/clip_fraction"] == 0.0
+    env.close()
