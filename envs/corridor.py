@@ -1,0 +1,365 @@
+"""Lethe/Corridor: remember a cue across a long corridor (a T-maze)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
+
+from envs import events
+from envs.grid import (
+    EMPTY_CELL,
+    WALL_CELL,
+    BatchedGrid,
+    BatchedGridVectorEnv,
+    empty_layout,
+    pack_cell,
+)
+from envs.minigrid_base import LetheMiniGridEnv
+
+# ---- the layout, shared by both implementations -------------------------------------
+HEIGHT = 5
+CORRIDOR_Y = 2
+START_X = 1
+CUE_POS = (1, 1)
+CUE_COLORS = ("green", "red")
+"""Cue value 0: a green ball, the north arm is right; cue value 1: red, the south arm."""
+BALL = OBJECT_TO_IDX["ball"]
+
+
+def cue_cell(cue: int) -> tuple[int, int, int]:
+    """MiniGrid encoding of the cue ball for cue value 0 (green) or 1 (red)."""
+    return (BALL, COLOR_TO_IDX[CUE_COLORS[cue]], 0)
+
+
+def junction_x(length: Any) -> Any:
+    """x of the junction: ``length`` cells east of the start (int or tensor)."""
+    return length + START_X
+
+
+def correct_arm_y(cue: Any) -> Any:
+    """y of the arm the cue names: 1 (north) for cue 0, 3 (south) for cue 1."""
+    return 1 + 2 * cue
+
+
+def corridor_width(length: Any) -> Any:
+    """Grid width for a corridor of ``length``: walls at x = 0 and x = junction + 1."""
+    return length + 3
+
+
+def static_layout(length: int) -> np.ndarray:
+    """``[W, H, 3]`` cells that do not depend on the episode's choices: walls and the
+    open corridor row from the start to the junction."""
+    layout = empty_layout(corridor_width(length), HEIGHT)
+    layout[START_X : junction_x(length) + 1, CORRIDOR_Y] = EMPTY_CELL
+    return layout
+
+
+def dynamic_cells(
+    length: Any, view_size: int
+) -> list[tuple[Any, int, tuple[int, int, int] | None]]:
+    """Cells that depend on the episode: ``[(x, y, cell)]``, ``cell=None`` for the cue.
+
+    The cue alcove north of the start, the two arms beside the junction, and the walls
+    that close the corridor as far east as a view can reach (the batched twin's grid is as
+    wide as its longest corridor; MiniGrid shows walls beyond its grid's edge).
+    """
+    jx = junction_x(length)
+    cells: list[tuple[Any, int, tuple[int, int, int] | None]] = [
+        (CUE_POS[0], CUE_POS[1], None),
+        (jx, 1, EMPTY_CELL),
+        (jx, 3, EMPTY_CELL),
+    ]
+    cells += [(jx + k, CORRIDOR_Y, WALL_CELL) for k in range(1, view_size)]
+    return cells
+
+
+def corridor_layout(length: int, cue: int) -> np.ndarray:
+    """The whole ``[W, H, 3]`` encoded layout of one episode."""
+    layout = static_layout(length)
+    for x, y, cell in dynamic_cells(length, view_size=3):
+        if x < layout.shape[0]:  # walls beyond the grid's edge come with MiniGrid's slice
+            layout[x, y] = cue_cell(cue) if cell is None else cell
+    return layout
+
+
+def _check_lengths(length: int | None, min_length: int, max_length: int) -> tuple[int, int]:
+    if length is not None:
+        min_length = max_length = length
+    for name, value in (("length", min_length), ("max_length", max_length)):
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name}={value!r} is not allowed: it must be an int >= 1")
+    if min_length > max_length:
+        raise ValueError(
+            f"min_length={min_length} > max_length={max_length}: min_length must be <= max_length"
+        )
+    return int(min_length), int(max_length)
+
+
+def _check_progress_reward(progress_reward: float) -> float:
+    if not progress_reward >= 0:
+        raise ValueError(f"progress_reward={progress_reward!r} is not allowed: it must be >= 0")
+    return float(progress_reward)
+
+
+class CorridorEnv(LetheMiniGridEnv):
+    """
+    ## Description
+
+    A T-maze that tests memory. The agent starts at the west end of a one-cell-wide
+    corridor, facing east. In an alcove north of its start cell lies a cue: a ball, green
+    or red (drawn per episode). The corridor runs `length` cells east to a junction with
+    one arm to the north and one to the south. Stepping into an arm ends the episode. The
+    cue names the arm to take (green: north, red: south); the arms look the same, and
+    the cue is only in view during the first steps, so only memory tells them apart.
+
+    Views are computed with `see_through_walls=True` (MiniGrid's flag): with the walls of
+    a one-cell corridor this changes nothing the task needs, and it keeps the batched twin
+    exact and fast. The layout is described once (`corridor_layout`), for both this class
+    and `CorridorVectorEnv`.
+
+    ## Action Space
+
+    | Num | Name    | Action       |
+    |-----|---------|--------------|
+    | 0   | left    | Turn left    |
+    | 1   | right   | Turn right   |
+    | 2   | forward | Move forward |
+
+    ## Observation Space
+
+    `Box(0, 255, (V, V, 3), uint8)`: MiniGrid's encoded egocentric view alone, each cell
+    `(OBJECT_IDX, COLOR_IDX, STATE)`, agent at the bottom centre, `V = agent_view_size`
+    (odd, >= 3, default 3).
+
+    ## Rewards
+
+    1 for entering the arm the cue names, 0 for the other. Plus `progress_reward / length`
+    for each new easternmost cell reached (a full traversal earns `progress_reward`,
+    default 0.1; 0 turns it off).
+
+    ## Termination
+
+    The episode ends when the agent enters an arm (terminated), or after `max_steps`
+    steps (truncated; default `4 * length + 20`).
+
+    ## Info
+
+    Every step `event` (see `envs.events`: cue visible, junction reached, correct arm,
+    wrong arm). On the last step `success` (bool) and `episode_length`.
+
+    ## Reset options
+
+    `length` (int >= 1) and `cue` (0 green / north, 1 red / south) fix the episode's
+    random choices; missing ones are drawn from `self.np_random`.
+
+    ## Registered Configurations
+
+    - `Lethe/Corridor-v0`: length drawn in [5, 50]
+    - `Lethe/Corridor-S-v0`: length drawn in [5, 10] (for fast learning tests)
+    - `Lethe/Corridor-L100-v0`, `Lethe/Corridor-L500-v0`, `Lethe/Corridor-L1000-v0`
+    """
+
+    @staticmethod
+    def _gen_mission() -> str:
+        return "remember the cue and take the arm it names"
+
+    layout_keys = ("length", "cue")
+
+    def __init__(
+        self,
+        length: int | None = None,
+        min_length: int = 5,
+        max_length: int = 50,
+        max_steps: int | None = None,
+        progress_reward: float = 0.1,
+        agent_view_size: int = 3,
+        render_mode: str | None = None,
+    ) -> None:
+        self.min_length, self.max_length = _check_lengths(length, min_length, max_length)
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps={max_steps!r} is not allowed: it must be >= 1")
+        self.fixed_max_steps = max_steps
+        self.progress_reward = _check_progress_reward(progress_reward)
+        self.length, self.cue, self.best_x = self.max_length, 0, START_X
+        super().__init__(
+            width=corridor_width(self.max_length),
+            height=HEIGHT,
+            max_steps=max_steps or 4 * self.max_length + 20,
+            agent_view_size=agent_view_size,
+            render_mode=render_mode,
+        )
+
+    def _layout(self, options: dict[str, Any]) -> np.ndarray:
+        length = options.get("length")
+        if length is None:
+            length = self._rand_int(self.min_length, self.max_length + 1)
+        cue = options.get("cue")
+        if cue is None:
+            cue = self._rand_int(0, 2)
+        if int(length) < 1:
+            raise ValueError(f"length={length!r} is not allowed: it must be an int >= 1")
+        if int(cue) not in (0, 1):
+            raise ValueError(f"cue={cue!r} is not allowed: 0 (green, north) or 1 (red, south)")
+        self.length, self.cue, self.best_x = int(length), int(cue), START_X
+        self.max_steps = self.fixed_max_steps or 4 * self.length + 20
+        self.agent_pos, self.agent_dir = (START_X, CORRIDOR_Y), 0
+        return corridor_layout(self.length, self.cue)
+
+    def _task_step(self, moved: bool) -> tuple[float, bool, int, dict[str, Any]]:
+        x, y = self.agent_pos
+        reward, event = 0.0, events.NONE
+        if x > self.best_x:
+            reward, self.best_x = self.progress_reward / self.length, x
+        in_arm = y != CORRIDOR_Y
+        success = in_arm and y == correct_arm_y(self.cue)
+        if in_arm:
+            event = events.CORRECT_ARM if success else events.WRONG_ARM
+            reward += float(success)
+        elif moved and x == junction_x(self.length):
+            event = events.JUNCTION_REACHED
+        return reward, in_arm, event, {"success": success}
+
+    def _observe_event(self, image: np.ndarray) -> int:
+        return events.CUE_VISIBLE if bool((image[..., 0] == BALL).any()) else events.NONE
+
+
+class CorridorVectorEnv(BatchedGridVectorEnv):
+    """Batched twin of `CorridorEnv`: ``num_envs`` corridors as torch tensors on ``device``.
+
+    Same constructor arguments as `CorridorEnv` plus ``num_envs``, ``device`` and
+    ``check_actions`` (validate action values; default on CPU only, since on CUDA it costs
+    a device sync). The grid is as wide as ``max_length``; shorter corridors are padded.
+    Reset options and ``set_next_layouts`` take ``length`` and ``cue``, each a scalar or
+    one value per env. ``info``: ``event`` every step; ``success`` and ``episode_length``
+    on the last step (with ``_success`` / ``_episode_length`` masks).
+    """
+
+    layout_keys = ("length", "cue")
+    final_info_keys = ("success", "episode_length")
+
+    def __init__(
+        self,
+        num_envs: int,
+        length: int | None = None,
+        min_length: int = 5,
+        max_length: int = 50,
+        max_steps: int | None = None,
+        progress_reward: float = 0.1,
+        agent_view_size: int = 3,
+        device: str | torch.device = "cpu",
+        check_actions: bool | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None:
+            raise ValueError(
+                f"render_mode={render_mode!r} is not allowed: the twin does not render"
+            )
+        self.min_length, self.max_length = _check_lengths(length, min_length, max_length)
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps={max_steps!r} is not allowed: it must be >= 1")
+        self.fixed_max_steps = max_steps
+        self.progress_reward = _check_progress_reward(progress_reward)
+        device = torch.device(device)
+        # The base grid holds the corridor row at its longest; the per-episode cells cut
+        # each env's corridor to its own length.
+        grid = BatchedGrid(
+            num_envs,
+            static_layout(self.max_length),
+            agent_view_size,
+            device,
+        )
+        super().__init__(num_envs, grid, check_actions)
+        n = num_envs
+        self._cue_codes = torch.tensor([pack_cell(cue_cell(c)) for c in (0, 1)], device=device)
+        self.length = torch.full((n,), self.max_length, dtype=torch.long, device=device)
+        self.cue = torch.zeros(n, dtype=torch.long, device=device)
+        self.best_x = torch.full((n,), START_X, dtype=torch.long, device=device)
+        self.cell_reward = torch.zeros(n, dtype=torch.float32, device=device)
+        self._dyn_x, self._dyn_y, _ = self._dynamic(self.length, self.cue)
+
+    def _dynamic(
+        self, length: torch.Tensor, cue: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Positions ``[N, K]`` and packed codes ``[N, K]`` of the per-episode cells."""
+        xs, ys, codes = [], [], []
+        for x, y, cell in dynamic_cells(length, self.grid.view_size):
+            xs.append(torch.as_tensor(x, device=self.device).expand_as(length))
+            ys.append(torch.full_like(length, y))
+            code = (
+                self._cue_codes.index_select(0, cue)
+                if cell is None
+                else torch.full_like(length, pack_cell(cell))
+            )
+            codes.append(code.to(torch.int32))
+        return torch.stack(xs, 1), torch.stack(ys, 1), torch.stack(codes, 1)
+
+    def _draw_layouts(self) -> dict[str, torch.Tensor]:
+        shape, gen, dev = (self.num_envs,), self.generator, self.device
+        return {
+            "length": torch.randint(
+                self.min_length, self.max_length + 1, shape, generator=gen, device=dev
+            ),
+            "cue": torch.randint(0, 2, shape, generator=gen, device=dev),
+        }
+
+    def _check_layouts(self, layouts: dict[str, torch.Tensor]) -> None:
+        if "length" in layouts:
+            length = layouts["length"]
+            bad = (length < 1) | (length > self.max_length)
+            if bool(bad.any()):
+                raise ValueError(
+                    f"length={int(length[bad][0])} is not allowed: it must be in "
+                    f"[1, max_length={self.max_length}] (the twin's grid is fixed at max_length)"
+                )
+        if "cue" in layouts:
+            cue = layouts["cue"]
+            bad = (cue != 0) & (cue != 1)
+            if bool(bad.any()):
+                raise ValueError(
+                    f"cue={int(cue[bad][0])} is not allowed: 0 (green, north) or 1 (red, south)"
+                )
+
+    def _apply_layouts(self, mask: torch.Tensor, layouts: dict[str, torch.Tensor]) -> None:
+        grid = self.grid
+        length = torch.where(mask, layouts["length"], self.length)
+        cue = torch.where(mask, layouts["cue"], self.cue)
+        # Put back the base cells under the old episode's per-episode cells, then write
+        # the new ones (unmasked envs rewrite what they hold).
+        old_index = grid.local_index(self._dyn_x, self._dyn_y)  # [N, K]
+        old_codes = grid.base.index_select(0, old_index.view(-1)).view(old_index.shape)
+        grid.write(mask, self._dyn_x, self._dyn_y, old_codes)
+        self._dyn_x, self._dyn_y, codes = self._dynamic(length, cue)
+        grid.write(mask, self._dyn_x, self._dyn_y, codes)
+        self.length, self.cue = length, cue
+        self.best_x = torch.where(mask, START_X, self.best_x)
+        per_cell = (self.progress_reward / length.double()).float()  # float64 as MiniGrid's
+        self.cell_reward = torch.where(mask, per_cell, self.cell_reward)
+        self.max_steps = self.fixed_max_steps or 4 * length + 20
+        if isinstance(self.max_steps, int):
+            self.max_steps = torch.full_like(length, self.max_steps)
+        start_x = torch.full_like(length, START_X)
+        grid.place(mask, start_x, torch.full_like(length, CORRIDOR_Y), torch.zeros_like(length))
+
+    def _task_step(
+        self, action: torch.Tensor, moved: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        x, y = self.grid.x, self.grid.y
+        reward = torch.where(x > self.best_x, self.cell_reward, 0.0)
+        self.best_x = torch.maximum(self.best_x, x)
+        in_arm = y != CORRIDOR_Y
+        success = y == correct_arm_y(self.cue)  # only arms lie off the corridor row
+        reward = reward + success.float()
+        entered_junction = moved & (x == junction_x(self.length)) & ~in_arm
+        event = torch.where(
+            in_arm,
+            torch.where(success, events.CORRECT_ARM, events.WRONG_ARM),
+            torch.where(entered_junction, events.JUNCTION_REACHED, events.NONE),
+        )
+        return reward, in_arm, event, {"success": success}
+
+    def _observe_event(self, codes: torch.Tensor) -> torch.Tensor:
+        seen = (BatchedGrid.object_type(codes) == BALL).any(dim=1)
+        return seen.long() * events.CUE_VISIBLE

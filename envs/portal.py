@@ -1,0 +1,312 @@
+"""Lethe/Portal: remember which portal was right in each room."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
+
+from envs import events
+from envs.grid import EMPTY_CELL, BatchedGrid, BatchedGridVectorEnv, empty_layout
+from envs.minigrid_base import LetheMiniGridEnv
+
+# ---- the layout, shared by both implementations -------------------------------------
+HEIGHT = 5
+MIDDLE_Y = 2
+PORTAL_Y = (1, 3)
+"""y of the north (side 0) and south (side 1) portal of every room."""
+ENTRY = (1, 2)
+"""Entry of room 0, where a trial starts and a wrong portal sends the agent (facing east)."""
+MARKER_COLORS = ("red", "green", "blue", "purple", "yellow", "grey")
+"""Room r's marker colour is ``MARKER_COLORS[r % 6]``."""
+MARKER_TYPE = OBJECT_TO_IDX["floor"]
+PORTAL_CELL = (OBJECT_TO_IDX["door"], COLOR_TO_IDX["yellow"], 0)  # an open door
+"""Every portal looks the same: an open yellow door in the room's east wall."""
+
+
+def _check_rooms(num_rooms: int, hallway_length: int) -> None:
+    if not isinstance(num_rooms, int | np.integer) or num_rooms < 1:
+        raise ValueError(f"num_rooms={num_rooms!r} is not allowed: it must be an int >= 1")
+    if not isinstance(hallway_length, int | np.integer) or hallway_length < 0:
+        raise ValueError(
+            f"hallway_length={hallway_length!r} is not allowed: it must be an int >= 0"
+        )
+
+
+@dataclass(frozen=True)
+class PortalGeometry:
+    """Where everything is: rooms of 3x3 cells in a row, west to east.
+
+    Room r's interior spans x in ``[room_x[r], room_x[r] + 2]``, y in ``[1, 3]``; its
+    marker (a floor tile of the room's colour) is at ``(room_x[r] + 1, 2)``, its portals
+    in the east wall at ``(room_x[r] + 3, 1)`` (north, side 0) and ``(room_x[r] + 3, 3)``
+    (south, side 1). Room r >= 1 is reached through a hallway of ``hallway_length`` cells
+    starting at ``(hallway_x[r], 2)`` and a doorway in its west wall.
+    """
+
+    num_rooms: int
+    hallway_length: int
+
+    @property
+    def room_x(self) -> list[int]:
+        xs = [1]
+        for _ in range(1, self.num_rooms):
+            xs.append(xs[-1] + 4 + self.hallway_length + 1)
+        return xs
+
+    @property
+    def hallway_x(self) -> list[int]:
+        return [1] + [x + 4 for x in self.room_x[:-1]]
+
+    @property
+    def width(self) -> int:
+        return self.room_x[-1] + 4
+
+    def portal_target_x(self, room: int) -> int:
+        """x where the correct portal of ``room`` leads (on row 2, facing east)."""
+        return self.hallway_x[room + 1] if room + 1 < self.num_rooms else ENTRY[0]
+
+    def portals(self) -> dict[tuple[int, int], tuple[int, int]]:
+        """``{(x, y): (room, side)}`` of every portal."""
+        return {
+            (x + 3, PORTAL_Y[side]): (room, side)
+            for room, x in enumerate(self.room_x)
+            for side in (0, 1)
+        }
+
+
+def portal_layout(geometry: PortalGeometry) -> np.ndarray:
+    """The ``[W, H, 3]`` encoded layout (it does not change between episodes)."""
+    layout = empty_layout(geometry.width, HEIGHT)
+    for room, x in enumerate(geometry.room_x):
+        layout[x : x + 3, 1:4] = EMPTY_CELL
+        layout[x + 1, MIDDLE_Y] = (MARKER_TYPE, COLOR_TO_IDX[MARKER_COLORS[room % 6]], 0)
+        if room > 0:  # hallway and doorway
+            layout[geometry.hallway_x[room] : x, MIDDLE_Y] = EMPTY_CELL
+    for (x, y), _ in geometry.portals().items():
+        layout[x, y] = PORTAL_CELL
+    return layout
+
+
+class PortalEnv(LetheMiniGridEnv):
+    """
+    ## Description
+
+    A chain of `num_rooms` rooms (3x3 cells each, west to east). Each room has a marker of
+    its own colour (a floor tile in its middle, in view on entry) and two portals in its
+    east wall, north and south, that look the same (open yellow doors). Per episode one
+    portal of each room is drawn as correct. Walking into the correct portal moves the
+    agent to the next room, through a hallway of `hallway_length` empty cells that only
+    costs time; the wrong one sends it back to the entry of room 0. Passing the correct
+    portal of the last room gives reward 1 and also sends the agent back to room 0, for
+    another trial. The first trial needs exploration; every later one can be perfect for
+    an agent that remembers which portal worked in each room.
+
+    Views are computed with `see_through_walls=True`: what lies behind a wall never
+    depends on which portal is correct, so this hides nothing the task needs. Marker
+    colours repeat after six rooms.
+
+    ## Action Space
+
+    | Num | Name    | Action       |
+    |-----|---------|--------------|
+    | 0   | left    | Turn left    |
+    | 1   | right   | Turn right   |
+    | 2   | forward | Move forward |
+
+    ## Observation Space
+
+    `Box(0, 255, (V, V, 3), uint8)`: MiniGrid's encoded egocentric view alone,
+    `V = agent_view_size` (odd, >= 3, default 3).
+
+    ## Rewards
+
+    1 for each trial completed (the last room's correct portal), 0 otherwise.
+
+    ## Termination
+
+    None: the episode is truncated after `max_steps` (default 400) steps.
+
+    ## Info
+
+    Every step `event` (see `envs.events`: correct portal, wrong portal). On the last step
+    `trials` (completed), `wrong_portals` and `episode_length`.
+
+    ## Reset options
+
+    `correct_sides`: a list of `num_rooms` ints, 0 (north) or 1 (south), fixes the correct
+    portals; otherwise they are drawn from `self.np_random`.
+
+    ## Registered Configurations
+
+    - `Lethe/Portal-v0`: 4 rooms, hallways of 8 cells, 400 steps
+    - `Lethe/Portal-Hard-v0`: 6 rooms, hallways of 16 cells, 1000 steps
+    """
+
+    layout_keys = ("correct_sides",)
+
+    def __init__(
+        self,
+        num_rooms: int = 4,
+        hallway_length: int = 8,
+        max_steps: int = 400,
+        agent_view_size: int = 3,
+        render_mode: str | None = None,
+    ) -> None:
+        _check_rooms(num_rooms, hallway_length)
+        if max_steps < 1:
+            raise ValueError(f"max_steps={max_steps!r} is not allowed: it must be >= 1")
+        self.geometry = PortalGeometry(int(num_rooms), int(hallway_length))
+        self._layout_cells = portal_layout(self.geometry)
+        self._portals = self.geometry.portals()
+        self.correct_sides = [0] * self.geometry.num_rooms
+        self.trials = self.wrong_portals = 0
+        super().__init__(
+            width=self.geometry.width,
+            height=HEIGHT,
+            max_steps=int(max_steps),
+            agent_view_size=agent_view_size,
+            render_mode=render_mode,
+        )
+
+    @staticmethod
+    def _gen_mission() -> str:
+        return "remember which portal worked in each room"
+
+    def _layout(self, options: dict[str, Any]) -> np.ndarray:
+        sides = options.get("correct_sides")
+        num_rooms = self.geometry.num_rooms
+        if sides is None:
+            sides = [self._rand_int(0, 2) for _ in range(num_rooms)]
+        sides = [int(s) for s in np.asarray(sides).reshape(-1)]
+        if len(sides) != num_rooms or any(s not in (0, 1) for s in sides):
+            raise ValueError(
+                f"correct_sides={sides!r} is not allowed: {num_rooms} values, "
+                "each 0 (north) or 1 (south)"
+            )
+        self.correct_sides = sides
+        self.trials = self.wrong_portals = 0
+        self.agent_pos, self.agent_dir = ENTRY, 0
+        return self._layout_cells
+
+    def _task_step(self, moved: bool) -> tuple[float, bool, int, dict[str, Any]]:
+        reward, event = 0.0, events.NONE
+        portal = self._portals.get(tuple(self.agent_pos))
+        if portal is not None:
+            room, side = portal
+            target_x = ENTRY[0]
+            if side == self.correct_sides[room]:
+                event = events.CORRECT_PORTAL
+                target_x = self.geometry.portal_target_x(room)
+                if room == self.geometry.num_rooms - 1:
+                    reward, self.trials = 1.0, self.trials + 1
+            else:
+                event, self.wrong_portals = events.WRONG_PORTAL, self.wrong_portals + 1
+            self.agent_pos, self.agent_dir = (target_x, MIDDLE_Y), 0
+        final_info = {"trials": self.trials, "wrong_portals": self.wrong_portals}
+        return reward, False, event, final_info
+
+
+class PortalVectorEnv(BatchedGridVectorEnv):
+    """Batched twin of `PortalEnv`: ``num_envs`` room chains as torch tensors on ``device``.
+
+    Same constructor arguments as `PortalEnv` plus ``num_envs``, ``device`` and
+    ``check_actions``. Reset options and ``set_next_layouts`` take ``correct_sides``:
+    ``[num_rooms]`` (all envs) or ``[N, num_rooms]`` ints. ``info``: ``event`` every step;
+    ``trials``, ``wrong_portals`` and ``episode_length`` on the last step (with masks).
+    All envs read one shared grid, since the layout never changes.
+    """
+
+    layout_keys = ("correct_sides",)
+    final_info_keys = ("trials", "wrong_portals", "episode_length")
+
+    def __init__(
+        self,
+        num_envs: int,
+        num_rooms: int = 4,
+        hallway_length: int = 8,
+        max_steps: int = 400,
+        agent_view_size: int = 3,
+        device: str | torch.device = "cpu",
+        check_actions: bool | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None:
+            raise ValueError(
+                f"render_mode={render_mode!r} is not allowed: the twin does not render"
+            )
+        _check_rooms(num_rooms, hallway_length)
+        if max_steps < 1:
+            raise ValueError(f"max_steps={max_steps!r} is not allowed: it must be >= 1")
+        device = torch.device(device)
+        self.geometry = geometry = PortalGeometry(int(num_rooms), int(hallway_length))
+        grid = BatchedGrid(num_envs, portal_layout(geometry), agent_view_size, device, shared=True)
+        super().__init__(num_envs, grid, check_actions)
+        n, rooms = num_envs, geometry.num_rooms
+        self.max_steps = torch.full((n,), int(max_steps), dtype=torch.long, device=device)
+        # Portal id per padded cell: 0 none, 1 + 2 * room + side.
+        lut = torch.zeros(grid.base.numel(), dtype=torch.long)
+        for (x, y), (room, side) in geometry.portals().items():
+            lut[grid.local_index(torch.tensor(x), torch.tensor(y))] = 1 + 2 * room + side
+        self._portal_id = lut.to(device)
+        self._target_x = torch.tensor(
+            [geometry.portal_target_x(r) for r in range(rooms)], device=device
+        )
+        self.correct_sides = torch.zeros(n, rooms, dtype=torch.long, device=device)
+        self.trials = torch.zeros(n, dtype=torch.long, device=device)
+        self.wrong_portals = torch.zeros(n, dtype=torch.long, device=device)
+
+    def _draw_layouts(self) -> dict[str, torch.Tensor]:
+        shape = (self.num_envs, self.geometry.num_rooms)
+        sides = torch.randint(0, 2, shape, generator=self.generator, device=self.device)
+        return {"correct_sides": sides}
+
+    def _layout_shape(self, key: str) -> tuple[int, ...]:
+        return (self.geometry.num_rooms,)
+
+    def _check_layouts(self, layouts: dict[str, torch.Tensor]) -> None:
+        sides = layouts.get("correct_sides")
+        if sides is not None and bool(((sides != 0) & (sides != 1)).any()):
+            bad = int(sides[(sides != 0) & (sides != 1)][0])
+            raise ValueError(
+                f"correct_sides value {bad} is not allowed: each is 0 (north) or 1 (south)"
+            )
+
+    def _apply_layouts(self, mask: torch.Tensor, layouts: dict[str, torch.Tensor]) -> None:
+        self.correct_sides = torch.where(
+            mask[:, None], layouts["correct_sides"], self.correct_sides
+        )
+        self.trials = torch.where(mask, 0, self.trials)
+        self.wrong_portals = torch.where(mask, 0, self.wrong_portals)
+        entry_x = torch.full_like(self.trials, ENTRY[0])
+        self.grid.place(
+            mask, entry_x, torch.full_like(entry_x, ENTRY[1]), torch.zeros_like(entry_x)
+        )
+
+    def _task_step(
+        self, action: torch.Tensor, moved: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        grid = self.grid
+        portal_id = self._portal_id[grid.local_index(grid.x, grid.y)]  # [N]
+        on_portal = portal_id > 0
+        room_side = (portal_id - 1).clamp(min=0)
+        room, side = room_side >> 1, room_side & 1
+        correct_side = self.correct_sides.gather(1, room[:, None])[:, 0]
+        correct = on_portal & (correct_side == side)
+        wrong = on_portal & ~correct
+        trial_done = correct & (room == self.geometry.num_rooms - 1)
+        target_x = torch.where(correct, self._target_x[room], ENTRY[0])
+        grid.place(
+            on_portal, target_x, torch.full_like(target_x, MIDDLE_Y), torch.zeros_like(target_x)
+        )
+        self.trials = self.trials + trial_done
+        self.wrong_portals = self.wrong_portals + wrong
+        event = torch.where(
+            correct, events.CORRECT_PORTAL, torch.where(wrong, events.WRONG_PORTAL, events.NONE)
+        )
+        terminated = torch.zeros_like(on_portal)
+        final_info = {"trials": self.trials, "wrong_portals": self.wrong_portals}
+        return trial_done.float(), terminated, event, final_info

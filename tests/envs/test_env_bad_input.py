@@ -1,0 +1,100 @@
+"""Bad input raises ValueError naming the bad value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from envs.corridor import CorridorEnv, CorridorVectorEnv
+from envs.portal import PortalEnv, PortalVectorEnv
+
+ALL_CLASSES = [CorridorEnv, PortalEnv]
+
+
+def twin(cls, **kwargs):
+    return cls(4, **kwargs)
+
+
+@pytest.mark.parametrize("action", [3, -1])
+def test_minigrid_action_outside_the_space(action):
+    env = CorridorEnv(length=3)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=rf"action {action} .*0 \(left\), 1 \(right\), 2"):
+        env.step(action)
+
+
+@pytest.mark.parametrize("cls", [CorridorVectorEnv, PortalVectorEnv])
+def test_twin_action_outside_the_space(cls):
+    env = twin(cls)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action 3 .*0 \(left\), 1 \(right\), 2"):
+        env.step(torch.tensor([0, 1, 3, 2]))
+
+
+@pytest.mark.parametrize("shape", [(5,), (4, 1), ()])
+def test_twin_wrong_action_shape(shape):
+    env = twin(CorridorVectorEnv)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape .*expected \(4,\)"):
+        env.step(torch.zeros(shape, dtype=torch.long))
+
+
+def test_twin_float_actions():
+    env = twin(CorridorVectorEnv)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="dtype"):
+        env.step(torch.zeros(4))
+
+
+@pytest.mark.parametrize("make", [CorridorEnv, lambda **k: CorridorVectorEnv(2, **k)])
+@pytest.mark.parametrize("kwargs", [{"length": 0}, {"length": -3}, {"max_length": 0}])
+def test_length_below_one(make, kwargs):
+    value = next(iter(kwargs.values()))
+    with pytest.raises(ValueError, match=rf"={value} .*int >= 1"):
+        make(**kwargs)
+
+
+def test_length_option_below_one():
+    with pytest.raises(ValueError, match=r"length=0 .*>= 1"):
+        CorridorEnv().reset(options={"length": 0})
+    with pytest.raises(ValueError, match=r"length=0 .*\[1, max_length=50\]"):
+        CorridorVectorEnv(2).reset(options={"length": [5, 0]})
+
+
+def test_twin_length_option_beyond_its_grid():
+    with pytest.raises(ValueError, match=r"length=11 .*\[1, max_length=10\]"):
+        CorridorVectorEnv(2, max_length=10).set_next_layouts(length=11)
+
+
+def test_min_above_max_length():
+    with pytest.raises(ValueError, match="min_length=9 > max_length=4"):
+        CorridorEnv(min_length=9, max_length=4)
+
+
+@pytest.mark.parametrize("make", [PortalEnv, lambda **k: PortalVectorEnv(2, **k)])
+@pytest.mark.parametrize("num_rooms", [0, -1])
+def test_num_rooms_below_one(make, num_rooms):
+    with pytest.raises(ValueError, match=rf"num_rooms={num_rooms} .*int >= 1"):
+        make(num_rooms=num_rooms)
+
+
+@pytest.mark.parametrize("make", [CorridorEnv, PortalEnv, lambda **k: CorridorVectorEnv(2, **k)])
+@pytest.mark.parametrize("view", [4, 1, 2, 0])
+def test_even_or_small_view(make, view):
+    with pytest.raises(ValueError, match=rf"agent_view_size={view} .*odd int >= 3"):
+        make(agent_view_size=view)
+
+
+def test_bad_reset_options():
+    with pytest.raises(
+        ValueError, match=r"unknown reset options \['colour'\].*\['cue', 'length'\]"
+    ):
+        CorridorEnv().reset(options={"colour": 1})
+    with pytest.raises(ValueError, match=r"cue=2 .*0 \(green, north\) or 1 \(red, south\)"):
+        CorridorEnv().reset(options={"cue": 2})
+    with pytest.raises(ValueError, match=r"correct_sides=\[0, 1\] .*4 values"):
+        PortalEnv().reset(options={"correct_sides": [0, 1]})
+    with pytest.raises(ValueError, match=r"correct_sides of shape \(2,\) .*expected \(4,\)"):
+        PortalVectorEnv(2).reset(options={"correct_sides": [0, 1]})
+    with pytest.raises(ValueError, match=r"correct_sides value 2 .*0 \(north\) or 1 \(south\)"):
+        PortalVectorEnv(2).reset(options={"correct_sides": [0, 1, 2, 0]})

@@ -1,0 +1,88 @@
+"""Walk the registry: every Lethe/* id passes both env checkers and is deterministic."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from envs import REGISTERED_IDS
+from envs.grid import BatchedGridVectorEnv
+
+LETHE_IDS = sorted(i for i in gymnasium.registry if i.startswith("Lethe/"))
+
+
+def test_every_declared_id_is_registered():
+    assert set(LETHE_IDS) == set(REGISTERED_IDS)
+    assert {"Lethe/Corridor-v0", "Lethe/Portal-v0", "Lethe/Corridor-L1000-v0"} <= set(LETHE_IDS)
+
+
+@pytest.mark.parametrize("env_id", LETHE_IDS)
+def test_env_checkers(env_id):
+    env = gymnasium.make(env_id)
+    assert env.observation_space == gymnasium.spaces.Box(0, 255, (3, 3, 3), np.uint8)
+    assert env.action_space == gymnasium.spaces.Discrete(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SB3 warns that a 3x3 image is small for a CNN
+        gym_check_env(env.unwrapped, skip_render_check=True)
+        sb3_check_env(env.unwrapped, warn=False)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", LETHE_IDS)
+def test_deterministic_under_seed(env_id):
+    def rollout(seed):
+        env = gymnasium.make(env_id)
+        obs, info = env.reset(seed=seed)
+        out = [obs.copy(), info["event"]]
+        rng = np.random.default_rng(0)
+        for _ in range(30):
+            obs, reward, terminated, truncated, info = env.step(int(rng.integers(3)))
+            out += [obs.copy(), reward, terminated, truncated, info["event"]]
+        return out
+
+    for x, y in zip(rollout(7), rollout(7), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("env_id", LETHE_IDS)
+def test_vector_entry_point_gives_the_twin(env_id):
+    vec = gymnasium.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point")
+    assert isinstance(vec, BatchedGridVectorEnv)
+    obs, info = vec.reset(seed=0)
+    assert obs.shape == (3, 3, 3, 3) and obs.dtype == torch.uint8
+    obs, reward, terminated, truncated, info = vec.step(torch.tensor([0, 1, 2]))
+    assert reward.shape == (3,) and info["event"].shape == (3,)
+
+
+def test_rgb_array_render():
+    env = gymnasium.make("Lethe/Corridor-S-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8
+
+
+def test_module_prefixed_id_works_in_a_fresh_interpreter():
+    code = (
+        "import gymnasium, sys;"
+        "e = gymnasium.make('envs:Lethe/Corridor-v0');"
+        "print(e.reset(seed=0)[0].shape);"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="."
+    )
+    assert out.stdout.splitlines()[0] == "(3, 3, 3)"
+
+
+def test_import_envs_is_cheap():
+    code = "import sys, envs; print('torch' in sys.modules, 'minigrid' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

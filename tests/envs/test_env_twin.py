@@ -1,0 +1,134 @@
+"""The batched twins equal their MiniGrid classes step for step, auto-reset included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from envs import events
+from envs.corridor import CorridorEnv, CorridorVectorEnv
+from envs.portal import PortalEnv, PortalVectorEnv
+
+
+@pytest.mark.parametrize("view", [3, 5])
+def test_corridor_twin_equals_minigrid(lockstep, view):
+    rng = np.random.default_rng(view)
+    kwargs = dict(min_length=1, max_length=8, agent_view_size=view)
+    twin = CorridorVectorEnv(32, **kwargs)
+
+    def draw(rng):
+        return {"length": int(rng.integers(1, 9)), "cue": int(rng.integers(2))}
+
+    # Forward-heavy actions so that many episodes reach the junction and the arms.
+    episodes, seen = lockstep(
+        lambda: CorridorEnv(**kwargs), twin, draw, 250, rng, action_probs=[0.2, 0.2, 0.6]
+    )
+    assert episodes >= 200
+    assert {events.CUE_VISIBLE, events.JUNCTION_REACHED, events.CORRECT_ARM} <= set(seen)
+    assert events.WRONG_ARM in seen
+
+
+def test_corridor_twin_equals_minigrid_fixed_max_steps(lockstep):
+    rng = np.random.default_rng(1)
+    kwargs = dict(min_length=2, max_length=5, max_steps=7, progress_reward=0.5)
+    twin = CorridorVectorEnv(8, **kwargs)
+
+    def draw(rng):
+        return {"length": int(rng.integers(2, 6)), "cue": int(rng.integers(2))}
+
+    episodes, _ = lockstep(lambda: CorridorEnv(**kwargs), twin, draw, 60, rng)
+    assert episodes >= 8 * 60 // 8  # every episode lasts at most 7 steps + 1 reset step
+
+
+@pytest.mark.parametrize("view", [3, 7])
+def test_portal_twin_equals_minigrid(lockstep, view):
+    rng = np.random.default_rng(10 + view)
+    kwargs = dict(num_rooms=3, hallway_length=1, max_steps=40, agent_view_size=view)
+    twin = PortalVectorEnv(16, **kwargs)
+
+    def draw(rng):
+        return {"correct_sides": rng.integers(0, 2, 3)}
+
+    episodes, seen = lockstep(
+        lambda: PortalEnv(**kwargs), twin, draw, 200, rng, action_probs=[0.2, 0.2, 0.6]
+    )
+    assert episodes >= 16 * 4
+    assert {events.CORRECT_PORTAL, events.WRONG_PORTAL} <= set(seen)
+
+
+def test_twin_autoreset_is_next_step():
+    """A corridor of length 1 facing east: forward reaches the junction, left turns north,
+    forward enters the north arm (success with cue 0). The next step ignores its action and
+    returns the new episode's first observation with reward 0 and both flags False."""
+    twin = CorridorVectorEnv(2, min_length=1, max_length=3, progress_reward=0.0)
+    first, _ = twin.reset(seed=0, options={"length": 1, "cue": [0, 1]})
+    twin.set_next_layouts(length=[3, 3], cue=[1, 1])
+    steps = [2, 0, 2]  # forward, left, forward
+    for k, action in enumerate(steps):
+        obs, reward, terminated, truncated, info = twin.step(torch.tensor([action, action]))
+        assert not truncated.any()
+        if k < 2:
+            assert not terminated.any() and (reward == 0).all()
+    assert terminated.tolist() == [True, True]
+    assert reward.tolist() == [1.0, 0.0]  # env 1's cue named the south arm
+    assert info["success"].tolist() == [True, False]
+    assert info["_success"].tolist() == [True, True]
+    assert info["episode_length"].tolist() == [3, 3]
+    assert info["event"].tolist() == [events.CORRECT_ARM, events.WRONG_ARM]
+    # Next step: the action (forward) is ignored, both envs start a length-3 episode.
+    obs, reward, terminated, truncated, info = twin.step(torch.tensor([2, 2]))
+    assert reward.tolist() == [0.0, 0.0]
+    assert terminated.tolist() == [False, False] and truncated.tolist() == [False, False]
+    assert info["_success"].tolist() == [False, False]
+    assert (twin.grid.x == 1).all() and (twin.grid.dir == 0).all()  # start cell, facing east
+    # The red cue ball (type 6, colour 0) is at the agent's left: view cell (0, 2).
+    assert obs[:, 0, 2].tolist() == [[6, 0, 0], [6, 0, 0]]
+    assert info["event"].tolist() == [events.CUE_VISIBLE] * 2
+    # And the episode runs on: one step forward, nothing terminates.
+    obs, reward, terminated, truncated, info = twin.step(torch.tensor([2, 2]))
+    assert (twin.grid.x == 2).all() and not terminated.any()
+
+
+def test_twin_truncates_at_max_steps_then_resets():
+    twin = CorridorVectorEnv(3, length=5)  # max_steps = 4 * 5 + 20 = 40
+    twin.reset(seed=3)
+    for _ in range(39):
+        _, _, terminated, truncated, _ = twin.step(torch.zeros(3, dtype=torch.long))
+        assert not truncated.any() and not terminated.any()
+    _, _, terminated, truncated, info = twin.step(torch.zeros(3, dtype=torch.long))
+    assert truncated.all() and not terminated.any()
+    assert info["episode_length"].tolist() == [40, 40, 40]
+    assert info["success"].tolist() == [False, False, False]
+    _, reward, _, truncated, _ = twin.step(torch.zeros(3, dtype=torch.long))
+    assert not truncated.any() and (reward == 0).all() and (twin.step_count == 0).all()
+
+
+def test_twin_seeding_is_deterministic():
+    def rollout(seed):
+        twin = CorridorVectorEnv(16, min_length=1, max_length=6)
+        obs, _ = twin.reset(seed=seed)
+        gen = torch.Generator().manual_seed(5)
+        out = [obs]
+        for _ in range(40):
+            obs, reward, *_ = twin.step(torch.randint(0, 3, (16,), generator=gen))
+            out += [obs, reward]
+        return out
+
+    a, b, c = rollout(1), rollout(1), rollout(2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_twin_outputs_follow_the_contract():
+    twin = PortalVectorEnv(5)
+    obs, info = twin.reset(seed=0)
+    assert obs.shape == (5, 3, 3, 3) and obs.dtype == torch.uint8
+    obs, reward, terminated, truncated, info = twin.step(np.array([0, 1, 2, 2, 1]))
+    assert reward.dtype == torch.float32 and reward.shape == (5,)
+    assert terminated.dtype == torch.bool and truncated.dtype == torch.bool
+    assert set(info) >= {"event", "_event", "trials", "_trials", "wrong_portals", "episode_length"}
+    assert all(v.shape == (5,) for v in info.values())
+    from gymnasium.vector import AutoresetMode
+
+    assert twin.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
