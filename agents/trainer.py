@@ -30,6 +30,7 @@ from agents.evaluate import evaluate
 from agents.logging import RunLogger
 from agents.policy import ActorCritic
 from agents.ppo import ppo_update
+from agents.retention import memory_metrics, retention_snapshot
 from agents.rollout import Rollout, RolloutCollector
 from agents.vec import make_vector_env
 
@@ -324,6 +325,7 @@ def _loop(
             )
             skipped_in_a_row = skipped_in_a_row + 1 if skipped >= updates_per_iteration else 0
             metrics.update(_rollout_metrics(rollout, episodes))
+            metrics.update(memory_metrics(policy, collector.state))
             metrics["charts/steps_per_second"] = steps_per_iteration / (
                 time.perf_counter() - iter_start
             )
@@ -343,8 +345,14 @@ def _loop(
                     f"stopped at iteration {iteration}. The last good checkpoint is in {run_dir}; "
                     "try a lower --learning-rate or --max-grad-norm"
                 )
+            last = iteration == num_iterations
+            if (config.heatmap_every and iteration % config.heatmap_every == 0) or last:
+                images, histograms = retention_snapshot(
+                    policy, config.env, device, run_dir / "retention", global_step, seed=config.seed
+                )
+                logger.log_media(global_step, images, histograms)
             # A skipped update leaves the parameters as they were, so they are always safe to save.
-            if iteration % config.checkpoint_every == 0 or iteration == num_iterations:
+            if iteration % config.checkpoint_every == 0 or last:
                 save()
     bar.close()
     if interrupted is not None:
@@ -356,7 +364,8 @@ def _loop(
         )
         return {"interrupted": name, "global_step": global_step, "run_dir": str(run_dir)}
 
-    wall_seconds = wall_before + time.perf_counter() - start_time
+    loop_seconds = time.perf_counter() - start_time  # training only: no evaluation in it
+    wall_seconds = wall_before + loop_seconds
     this_session_steps = global_step - start_step
     eval_result = (
         evaluate(
@@ -380,9 +389,7 @@ def _loop(
         "iterations": iteration,
         "total_env_steps": global_step,
         "wall_seconds": round(wall_seconds, 2),
-        "env_steps_per_second": round(
-            this_session_steps / max(time.perf_counter() - start_time, 1e-9), 1
-        ),
+        "env_steps_per_second": round(this_session_steps / max(loop_seconds, 1e-9), 1),
         "final_train": {
             k: metrics.get(k)
             for k in ("charts/episodic_return", "charts/success_rate", "charts/episode_length")

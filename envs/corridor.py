@@ -14,6 +14,7 @@ from envs.grid import (
     WALL_CELL,
     BatchedGrid,
     BatchedGridVectorEnv,
+    EnvSelection,
     empty_layout,
     pack_cell,
 )
@@ -274,27 +275,26 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
         super().__init__(num_envs, grid, check_actions)
         n = num_envs
         self._cue_codes = torch.tensor([pack_cell(cue_cell(c)) for c in (0, 1)], device=device)
+        # The per-episode cells (see dynamic_cells) sit at local index a + b * length, with
+        # b = 0 for the cue and 1 for the cells east of the junction.
+        at0 = dynamic_cells(0, agent_view_size)
+        at1 = dynamic_cells(1, agent_view_size)
+        self._dyn_a = torch.tensor([grid.local_index(x, y) for x, y, _ in at0], device=device)
+        self._dyn_b = torch.tensor(
+            [x1 - x0 for (x0, *_), (x1, *_) in zip(at0, at1, strict=True)], device=device
+        )
+        self._dyn_codes = torch.tensor(
+            [0 if cell is None else pack_cell(cell) for *_, cell in at0],
+            dtype=torch.int32,
+            device=device,
+        )  # [K], the cue's code (index 0) is filled in per episode
         self.length = torch.full((n,), self.max_length, dtype=torch.long, device=device)
         self.cue = torch.zeros(n, dtype=torch.long, device=device)
         self.best_x = torch.full((n,), START_X, dtype=torch.long, device=device)
         self.cell_reward = torch.zeros(n, dtype=torch.float32, device=device)
-        self._dyn_x, self._dyn_y, _ = self._dynamic(self.length, self.cue)
-
-    def _dynamic(
-        self, length: torch.Tensor, cue: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Positions ``[N, K]`` and packed codes ``[N, K]`` of the per-episode cells."""
-        xs, ys, codes = [], [], []
-        for x, y, cell in dynamic_cells(length, self.grid.view_size):
-            xs.append(torch.as_tensor(x, device=self.device).expand_as(length))
-            ys.append(torch.full_like(length, y))
-            code = (
-                self._cue_codes.index_select(0, cue)
-                if cell is None
-                else torch.full_like(length, pack_cell(cell))
-            )
-            codes.append(code.to(torch.int32))
-        return torch.stack(xs, 1), torch.stack(ys, 1), torch.stack(codes, 1)
+        self._junction_x = junction_x(self.length)  # [N]
+        self._arm_y = correct_arm_y(self.cue)  # [N]
+        self._dyn_local = self._dyn_a + self._dyn_b * self.length[:, None]  # [N, K]
 
     def _draw_layouts(self) -> dict[str, torch.Tensor]:
         shape, gen, dev = (self.num_envs,), self.generator, self.device
@@ -323,40 +323,50 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
                 )
 
     def _apply_layouts(self, mask: torch.Tensor, layouts: dict[str, torch.Tensor]) -> None:
+        self._apply_layouts_at(EnvSelection(mask), layouts)
+
+    def _apply_layouts_at(self, sel: EnvSelection, layouts: dict[str, torch.Tensor]) -> None:
         grid = self.grid
-        length = torch.where(mask, layouts["length"], self.length)
-        cue = torch.where(mask, layouts["cue"], self.cue)
+        length = sel.take(layouts["length"])  # [k]
+        cue = sel.take(layouts["cue"])  # [k]
         # Put back the base cells under the old episode's per-episode cells, then write
-        # the new ones (unmasked envs rewrite what they hold).
-        old_index = grid.local_index(self._dyn_x, self._dyn_y)  # [N, K]
-        old_codes = grid.base.index_select(0, old_index.view(-1)).view(old_index.shape)
-        grid.write(mask, self._dyn_x, self._dyn_y, old_codes)
-        self._dyn_x, self._dyn_y, codes = self._dynamic(length, cue)
-        grid.write(mask, self._dyn_x, self._dyn_y, codes)
-        self.length, self.cue = length, cue
-        self.best_x = torch.where(mask, START_X, self.best_x)
+        # the new ones.
+        old_local = sel.take(self._dyn_local)  # [k, K]
+        grid.write_at(sel, old_local, grid.base[old_local])
+        new_local = self._dyn_a + self._dyn_b * length[:, None]  # [k, K]
+        codes = self._dyn_codes.repeat(sel.size, 1)  # [k, K]
+        codes[:, 0] = self._cue_codes.index_select(0, cue)
+        grid.write_at(sel, new_local, codes)
+        self._dyn_local = sel.put(self._dyn_local, new_local)
+        self.length, self.cue = sel.put(self.length, length), sel.put(self.cue, cue)
+        self._junction_x = sel.put(self._junction_x, junction_x(length))
+        self._arm_y = sel.put(self._arm_y, correct_arm_y(cue))
+        self.best_x = sel.fill(self.best_x, START_X)
         per_cell = (self.progress_reward / length.double()).float()  # float64 as MiniGrid's
-        self.cell_reward = torch.where(mask, per_cell, self.cell_reward)
-        self.max_steps = self.fixed_max_steps or 4 * length + 20
-        if isinstance(self.max_steps, int):
-            self.max_steps = torch.full_like(length, self.max_steps)
-        start_x = torch.full_like(length, START_X)
-        grid.place(mask, start_x, torch.full_like(length, CORRIDOR_Y), torch.zeros_like(length))
+        self.cell_reward = sel.put(self.cell_reward, per_cell)
+        if self.fixed_max_steps:
+            self.max_steps = sel.fill(self.max_steps, self.fixed_max_steps)
+        else:
+            self.max_steps = sel.put(self.max_steps, 4 * length + 20)
+        grid.place_at(sel, START_X, CORRIDOR_Y, 0)
 
     def _task_step(
         self, action: torch.Tensor, moved: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        x, y = self.grid.x, self.grid.y
-        reward = torch.where(x > self.best_x, self.cell_reward, 0.0)
+        grid = self.grid
+        local = grid.local_pos  # [N]
+        x, y = grid._x_of.index_select(0, local), grid._y_of.index_select(0, local)
+        reward = torch.where(x > self.best_x, self.cell_reward, 0.0)  # [N] f32
         self.best_x = torch.maximum(self.best_x, x)
         in_arm = y != CORRIDOR_Y
-        success = y == correct_arm_y(self.cue)  # only arms lie off the corridor row
-        reward = reward + success.float()
-        entered_junction = moved & (x == junction_x(self.length)) & ~in_arm
+        success = y == self._arm_y  # only arms lie off the corridor row
+        reward += success
+        # In an arm: CORRECT_ARM (5) or WRONG_ARM (6); else JUNCTION_REACHED on arrival.
+        at_junction = moved & (x == self._junction_x)  # arms are at the junction's x too
         event = torch.where(
             in_arm,
-            torch.where(success, events.CORRECT_ARM, events.WRONG_ARM),
-            torch.where(entered_junction, events.JUNCTION_REACHED, events.NONE),
+            events.WRONG_ARM - success.long(),
+            at_junction.long() * events.JUNCTION_REACHED,
         )
         return reward, in_arm, event, {"success": success}
 

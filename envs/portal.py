@@ -10,7 +10,13 @@ import torch
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
 from envs import events
-from envs.grid import EMPTY_CELL, BatchedGrid, BatchedGridVectorEnv, empty_layout
+from envs.grid import (
+    EMPTY_CELL,
+    BatchedGrid,
+    BatchedGridVectorEnv,
+    EnvSelection,
+    empty_layout,
+)
 from envs.minigrid_base import LetheMiniGridEnv
 
 # ---- the layout, shared by both implementations -------------------------------------
@@ -25,6 +31,9 @@ MARKER_COLORS = ("red", "green", "blue", "purple", "yellow", "grey")
 MARKER_TYPE = OBJECT_TO_IDX["floor"]
 PORTAL_CELL = (OBJECT_TO_IDX["door"], COLOR_TO_IDX["yellow"], 0)  # an open door
 """Every portal looks the same: an open yellow door in the room's east wall."""
+_NONE, _CORRECT, _WRONG, _LAST_CORRECT = 0, 1, 2, 3
+"""What walking onto a portal does (the twin's per-env table): nothing (no portal), the
+next room, back to room 0, or a completed trial (the last room's correct portal)."""
 
 
 def _check_rooms(num_rooms: int, hallway_length: int) -> None:
@@ -250,11 +259,26 @@ class PortalVectorEnv(BatchedGridVectorEnv):
         # Portal id per padded cell: 0 none, 1 + 2 * room + side.
         lut = torch.zeros(grid.base.numel(), dtype=torch.long)
         for (x, y), (room, side) in geometry.portals().items():
-            lut[grid.local_index(torch.tensor(x), torch.tensor(y))] = 1 + 2 * room + side
-        self._portal_id = lut.to(device)
-        self._target_x = torch.tensor(
-            [geometry.portal_target_x(r) for r in range(rooms)], device=device
-        )
+            lut[grid.local_index(x, y)] = 1 + 2 * room + side
+        self._portal_id = lut.to(device)  # [Hp * Wp]
+        ids = 1 + 2 * rooms  # portal ids per env, 0 included
+        # Per portal id p >= 1: its room and side, and where its correct side leads.
+        self._id_room = torch.arange(2 * rooms, device=device) // 2  # [2R]
+        self._id_side = torch.arange(2 * rooms, device=device) % 2  # [2R]
+        target_x = torch.tensor([geometry.portal_target_x(r) for r in range(rooms)])
+        self._id_target = grid.local_index(target_x, MIDDLE_Y).to(device)[self._id_room]  # [2R]
+        self._entry_local = grid.local_index(ENTRY[0], MIDDLE_Y)
+        self._id_correct_code = torch.where(self._id_room == rooms - 1, _LAST_CORRECT, _CORRECT)
+        # Per env and portal id: outcome (_NONE, _CORRECT, _WRONG, _LAST_CORRECT) and the
+        # local index the portal leads to, rebuilt per episode from correct_sides.
+        self._outcome = torch.zeros(n, ids, dtype=torch.long, device=device)  # [N, 1 + 2R]
+        self._dest = torch.zeros(n, ids, dtype=torch.long, device=device)  # [N, 1 + 2R]
+        self._row = torch.arange(n, device=device) * ids  # [N] row start in the flat tables
+        self._event_of = torch.tensor(
+            [events.NONE, events.CORRECT_PORTAL, events.WRONG_PORTAL, events.CORRECT_PORTAL],
+            device=device,
+        )  # by outcome
+        self._not_terminated = torch.zeros(n, dtype=torch.bool, device=device)
         self.correct_sides = torch.zeros(n, rooms, dtype=torch.long, device=device)
         self.trials = torch.zeros(n, dtype=torch.long, device=device)
         self.wrong_portals = torch.zeros(n, dtype=torch.long, device=device)
@@ -276,37 +300,36 @@ class PortalVectorEnv(BatchedGridVectorEnv):
             )
 
     def _apply_layouts(self, mask: torch.Tensor, layouts: dict[str, torch.Tensor]) -> None:
-        self.correct_sides = torch.where(
-            mask[:, None], layouts["correct_sides"], self.correct_sides
-        )
-        self.trials = torch.where(mask, 0, self.trials)
-        self.wrong_portals = torch.where(mask, 0, self.wrong_portals)
-        entry_x = torch.full_like(self.trials, ENTRY[0])
-        self.grid.place(
-            mask, entry_x, torch.full_like(entry_x, ENTRY[1]), torch.zeros_like(entry_x)
-        )
+        self._apply_layouts_at(EnvSelection(mask), layouts)
+
+    def _apply_layouts_at(self, sel: EnvSelection, layouts: dict[str, torch.Tensor]) -> None:
+        sides = sel.take(layouts["correct_sides"])  # [k, R]
+        correct = sides.index_select(1, self._id_room) == self._id_side  # [k, 2R]
+        outcome = torch.where(correct, self._id_correct_code, _WRONG)  # [k, 2R]
+        dest = torch.where(correct, self._id_target, self._entry_local)  # [k, 2R]
+        none = torch.zeros(sel.size, 1, dtype=torch.long, device=self.device)
+        self._outcome = sel.put(self._outcome, torch.cat([none, outcome], 1))
+        self._dest = sel.put(self._dest, torch.cat([none, dest], 1))
+        self.correct_sides = sel.put(self.correct_sides, sides)
+        self.trials = sel.fill(self.trials, 0)
+        self.wrong_portals = sel.fill(self.wrong_portals, 0)
+        self.grid.place_at(sel, ENTRY[0], ENTRY[1], 0)
 
     def _task_step(
         self, action: torch.Tensor, moved: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         grid = self.grid
-        portal_id = self._portal_id[grid.local_index(grid.x, grid.y)]  # [N]
+        portal_id = self._portal_id.index_select(0, grid.local_pos)  # [N], 0: no portal
+        flat = self._row + portal_id  # [N] into the flattened [N, 1 + 2R] tables
+        outcome = self._outcome.view(-1).index_select(0, flat)  # [N]
         on_portal = portal_id > 0
-        room_side = (portal_id - 1).clamp(min=0)
-        room, side = room_side >> 1, room_side & 1
-        correct_side = self.correct_sides.gather(1, room[:, None])[:, 0]
-        correct = on_portal & (correct_side == side)
-        wrong = on_portal & ~correct
-        trial_done = correct & (room == self.geometry.num_rooms - 1)
-        target_x = torch.where(correct, self._target_x[room], ENTRY[0])
-        grid.place(
-            on_portal, target_x, torch.full_like(target_x, MIDDLE_Y), torch.zeros_like(target_x)
-        )
+        # Through a portal: to its destination (facing east), as one where on the position.
+        dest = self._dest.view(-1).index_select(0, flat)
+        grid.pos = torch.where(on_portal, dest, grid.pos)  # a shared grid: pos is local
+        grid.dir = grid.dir.masked_fill(on_portal, 0)
+        trial_done = outcome == _LAST_CORRECT
         self.trials = self.trials + trial_done
-        self.wrong_portals = self.wrong_portals + wrong
-        event = torch.where(
-            correct, events.CORRECT_PORTAL, torch.where(wrong, events.WRONG_PORTAL, events.NONE)
-        )
-        terminated = torch.zeros_like(on_portal)
+        self.wrong_portals = self.wrong_portals + (outcome == _WRONG)
+        event = self._event_of.index_select(0, outcome)
         final_info = {"trials": self.trials, "wrong_portals": self.wrong_portals}
-        return trial_done.float(), terminated, event, final_info
+        return trial_done.float(), self._not_terminated, event, final_info

@@ -8,8 +8,9 @@ import torch
 
 from envs import events
 from envs.corridor import CorridorEnv, CorridorVectorEnv
-from envs.portal import PortalEnv
+from envs.portal import PortalEnv, PortalVectorEnv
 from envs.reference import (
+    BatchedPortalOracle,
     PortalOracle,
     corridor_oracle_action,
     corridor_oracle_actions,
@@ -93,3 +94,50 @@ def test_portal_oracle_on_the_hard_variant():
         _, _, _, truncated, info = env.step(oracle.act(env))
         oracle.observe(info)
     assert info["wrong_portals"] == sum(sides) and info["trials"] >= 3
+
+
+@pytest.mark.parametrize("sparse_reset", [True, False])
+def test_batched_portal_memory_oracle_errs_only_in_the_first_trial(sparse_reset):
+    """On the twin, over two episodes per env (auto-reset included): every wrong portal
+    comes in trial 0, one per room whose correct portal is south (it tries north first),
+    and every episode completes several trials."""
+    n, max_steps = 64, 200
+    twin = PortalVectorEnv(n, num_rooms=4, hallway_length=2, max_steps=max_steps)
+    twin.sparse_reset = sparse_reset
+    twin.reset(seed=0)
+    oracle = BatchedPortalOracle(twin)
+    episodes = 0
+    for _ in range(2 * (max_steps + 1)):
+        sides = twin.correct_sides.clone()  # this step's episode (reset happens next step)
+        _, _, terminated, truncated, info = twin.step(oracle.act(twin))
+        done = terminated | truncated
+        oracle.observe(info, done)
+        wrong = info["event"] == events.WRONG_PORTAL
+        assert (twin.trials[wrong] == 0).all()
+        assert torch.equal(info["wrong_portals"][done], sides.sum(1)[done])
+        assert (info["trials"][done] >= 3).all()
+        episodes += int(done.sum())
+    assert episodes == 2 * n
+
+
+def test_batched_portal_oracle_equals_the_minigrid_oracle():
+    """Same actions as `PortalOracle` on `PortalEnv`, env by env, from the same layouts."""
+    n = 8
+    kwargs = dict(num_rooms=3, hallway_length=1, max_steps=60)
+    sides = np.random.default_rng(0).integers(0, 2, (n, 3))
+    twin = PortalVectorEnv(n, **kwargs)
+    twin.reset(options={"correct_sides": sides})
+    singles = [PortalEnv(**kwargs) for _ in range(n)]
+    oracles = [PortalOracle() for _ in range(n)]
+    for single, oracle, row in zip(singles, oracles, sides, strict=True):
+        single.reset(seed=0, options={"correct_sides": row.tolist()})
+        oracle.reset()
+    batched = BatchedPortalOracle(twin)
+    for _ in range(60):
+        actions = batched.act(twin)
+        expected = [oracle.act(single) for oracle, single in zip(oracles, singles, strict=True)]
+        assert actions.tolist() == expected
+        _, _, terminated, truncated, info = twin.step(actions)
+        batched.observe(info, terminated | truncated)
+        for i, (oracle, single) in enumerate(zip(oracles, singles, strict=True)):
+            oracle.observe(single.step(expected[i])[4])

@@ -1,0 +1,136 @@
+"""``train_rl.py analyze``: report and heatmaps of a trained checkpoint; one-line errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agents.analyze import main
+from agents.config import AlgoConfig, MemoryConfig, TrainConfig
+
+ENV = "Lethe/Corridor-S-v0"
+
+
+def tiny_run(run_dir: Path, kind: str = "expire-span") -> Path:
+    """A run trained for one short iteration (a few seconds)."""
+    from agents.trainer import train
+
+    train(
+        TrainConfig(
+            env=ENV,
+            num_envs=2,
+            total_steps=32,
+            run_dir=str(run_dir),
+            wandb="disabled",
+            eval_episodes=0,
+            heatmap_every=0,
+            memory=MemoryConfig(kind=kind, width=16, heads=2, capacity=8, window=4),
+            algo=AlgoConfig(rollout_steps=16, num_minibatches=2, update_epochs=1),
+        ),
+        progress=False,
+    )
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_run(tmp_path_factory.mktemp("analyze") / "run")
+
+
+def test_analyze_writes_report_and_heatmaps(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(trained), "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    analysis = trained / "analysis"
+    report = (analysis / "report.txt").read_text()
+    assert report in out
+    for needle in ("memory expire-span", "Layer 0", "Layer 1", "cue_visible", "kept longest"):
+        assert needle in report, needle
+    for episode in range(2):
+        for name in (f"keep_episode{episode}.png", f"spans_episode{episode}.png"):
+            assert (analysis / name).read_bytes()[:4] == b"\x89PNG"
+        assert (analysis / f"retention_episode{episode}.npz").is_file()
+    assert not (analysis / "keep_episode2.png").exists()
+
+
+def test_analyze_window_run_with_env_and_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tiny_run(tmp_path / "window", kind="window")
+    args = [str(run), "--episodes", "1", "--env", "Lethe/Corridor-v0", "--device", "cpu"]
+    assert main(args) == 0
+    assert "memory window, env Lethe/Corridor-v0" in capsys.readouterr().out
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    return lines[0]
+
+
+def test_bad_run_dirs_exit_2_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert "no such run directory" in one_line_error(capsys)
+
+    assert main([str(tmp_path)]) == 2
+    assert "no checkpoint.pt" in one_line_error(capsys)
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint at all")
+    assert main([str(tmp_path)]) == 2
+    assert "corrupt" in one_line_error(capsys)
+
+
+def test_bad_options_exit_2_in_one_line(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(trained), "--episodes", "zero"]) == 2
+    assert "--episodes" in one_line_error(capsys)
+    assert main([str(trained), "--episodes", "0"]) == 2
+    assert "--episodes" in one_line_error(capsys)
+    assert main([str(trained), "--env", "Lethe/Nope-v0"]) == 2
+    assert "unknown env id" in one_line_error(capsys)
+    assert main([str(trained), "--device", "tpu"]) == 2
+    one_line_error(capsys)
+
+    gru = tiny_run(tmp_path / "gru", kind="gru")
+    assert main([str(gru)]) == 2
+    assert "keeps no per-observation memories" in one_line_error(capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("LETHE_CUE_TEST"),
+    reason="needs Corridor training settings that learn the cue within ~90 s (set LETHE_CUE_TEST=1 "
+    "to run; not yet reached on CPU: see the issue 5 report)",
+)
+def test_trained_agent_keeps_the_cue_longer(tmp_path: Path) -> None:
+    import torch
+
+    from agents.retention import span_by_event, track_episode
+    from agents.trainer import train
+
+    config = TrainConfig(
+        env=ENV,
+        num_envs=16,
+        total_steps=60_000,
+        run_dir=str(tmp_path / "cue"),
+        wandb="disabled",
+        eval_episodes=0,
+        heatmap_every=0,
+        memory=MemoryConfig(width=32, heads=2, capacity=32, span_limit=64, ramp=4, alpha=1e-4),
+        algo=AlgoConfig(rollout_steps=64, num_minibatches=2, learning_rate=1e-3),
+    )
+    train(config, progress=False)
+    from agents.analyze import load_policy
+
+    policy, *_ = load_policy(tmp_path / "cue", "cpu", None)
+    records = [track_episode(policy, ENV, torch.device("cpu"), seed) for seed in range(20)]
+    stats = span_by_event(records)
+    assert any(layer["cue_visible"] >= 3 * layer["none"] for layer in stats.values()), stats
