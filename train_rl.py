@@ -3,6 +3,7 @@
     python train_rl.py                                    # Expire-Span PPO on Lethe/Corridor-v0
     python train_rl.py --env Lethe/Portal-v0 --algo a2c --memory window --num-envs 512
     python train_rl.py --resume runs/Lethe_Corridor-v0-ppo-expire-span-s1
+    python train_rl.py analyze runs/Lethe_Corridor-v0-ppo-expire-span-s1   # heatmaps + report
 
 Every option is a field of the dataclasses in `agents/config.py`; `--help` lists them all.
 """
@@ -102,6 +103,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; exit status 2 for bad input (one line, no traceback), 1 for a failed run."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["analyze"]:
+        from agents.analyze import main as analyze_main
+
+        return analyze_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     config, overrides = config_from_args(args)
