@@ -1,0 +1,94 @@
+"""Training throughput: Lethe PPO against sb3-contrib's RecurrentPPO, side by side in one run.
+
+    python benchmarks/train_throughput.py                 # CPU, the README's table
+    python benchmarks/train_throughput.py --device cuda --num-envs 4096
+
+Both train PPO with a recurrent memory on ``Lethe/Corridor-v0``: RecurrentPPO (LSTM) through
+SB3's vector env of MiniGrid environments, Lethe through the batched twin. Env steps per
+second count every env step of training (collection and updates), not evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+
+def lethe_steps_per_second(memory: str, num_envs: int, steps: int, device: str) -> float:
+    from agents.config import AlgoConfig, MemoryConfig, TrainConfig
+    from agents.trainer import train
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        config = TrainConfig(
+            env="Lethe/Corridor-v0",
+            num_envs=num_envs,
+            total_steps=steps,
+            device=device,
+            run_dir=run_dir,
+            wandb="disabled",
+            eval_episodes=0,
+            heatmap_every=0,
+            memory=MemoryConfig(kind=memory),
+            algo=AlgoConfig(rollout_steps=128),
+        )
+        summary = train(config, overwrite=True, progress=False)
+    return summary["env_steps_per_second"]
+
+
+def recurrent_ppo_steps_per_second(steps: int, device: str) -> float:
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import envs  # noqa: F401  (registers Lethe/*)
+
+    vec_env = make_vec_env("Lethe/Corridor-v0", n_envs=8, seed=0)
+    model = RecurrentPPO(
+        "MlpLstmPolicy", vec_env, n_steps=128, batch_size=256, device=device, verbose=0, seed=0
+    )
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    elapsed = time.perf_counter() - start
+    vec_env.close()
+    return model.num_timesteps / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--lethe-steps", type=int, default=131_072)
+    parser.add_argument("--sb3-steps", type=int, default=4_096)
+    parser.add_argument("--memories", default="expire-span,gru")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    rows = [
+        (
+            "sb3-contrib RecurrentPPO (LSTM), 8 MiniGrid envs",
+            recurrent_ppo_steps_per_second(args.sb3_steps, args.device),
+        )
+    ]
+    for memory in args.memories.split(","):
+        rows.append(
+            (
+                f"Lethe PPO ({memory}), {args.num_envs} batched envs",
+                lethe_steps_per_second(memory, args.num_envs, args.lethe_steps, args.device),
+            )
+        )
+    base = rows[0][1]
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(
+        f"\nTraining env steps / s on Lethe/Corridor-v0 ({name}, {args.threads} torch thread(s))\n"
+    )
+    print(f"| {'learner':<50} | {'steps/s':>10} | {'vs RecurrentPPO':>15} |")
+    print(f"|{'-' * 52}|{'-' * 12}|{'-' * 17}|")
+    for label, rate in rows:
+        print(f"| {label:<50} | {rate:>10,.0f} | {rate / base:>14.1f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Expire-Span memory core (Sukhbaatar et al., 2021): every memory gets a learned expiry.
+
+Per layer, a memory written at step ``w`` from hidden ``h`` gets the span
+``e = L * sigmoid(span_predictor(norm(h)) / pre_div)`` (``L = max_span``, the bias initialised so
+that ``e = init_span_fraction * L``), is attended with the soft mask
+``m = clamp(1 + (e - (t - w)) / R, 0, 1)`` (``R = ramp``), and is dropped from its slot once the
+mask is 0 for good. ``sequence`` returns the auxiliary span loss
+``span_loss_coef * sum_{pairs in the ramp} (e - age) / R / (T * B)`` (the paper's code) summed
+over layers. The slot machinery is shared with window and full: see ``memory.slot_attention``.
+"""
+
+from __future__ import annotations
+
+from memory.slot_attention import SlotTransformer
+
+
+class ExpireSpanMemory(SlotTransformer):
+    """Expire-Span Transformer memory with ``capacity`` slots per layer and env."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        *,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        ff_mult: int = 2,
+        capacity: int = 64,
+        max_span: int = 1024,
+        ramp: int = 32,
+        init_span_fraction: float = 0.1,
+        pre_div: float = 1.0,
+        span_loss_coef: float = 1e-6,
+        span_noise: bool = False,
+        position_buckets: int = 32,
+    ):
+        super().__init__(
+            input_dim,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            ff_mult=ff_mult,
+            capacity=capacity,
+            ramp=ramp,
+            position_buckets=position_buckets,
+            max_age=max_span + ramp,
+            span_source="learned",
+            max_span=max_span,
+            init_span_fraction=init_span_fraction,
+            pre_div=pre_div,
+            span_loss_coef=span_loss_coef,
+            span_noise=span_noise,
+        )
