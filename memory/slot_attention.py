@@ -35,6 +35,13 @@ from memories written in earlier chunks, as in the paper's code.
 
 Relative position: a learned per-head bias on a log-bucketed age ``t - w_j``. Age is stored
 per memory, so it stays valid however many memories were dropped in between.
+
+Implementation (equal to the formulas above up to float rounding): the renormalised
+``softmax * m`` is computed as ``softmax(logits + log m)``; ``sequence`` keeps slot and chunk
+keys as two blocks and runs the attention through ``MaskedSlotAttention`` (hand-written
+backward, one ``[B, H, T, K]`` buffer); ``step`` applies the key and value projections to the
+query and the attention-weighted sum instead of to every slot (``attend_step``). Age buckets
+come from a precomputed table.
 """
 
 from __future__ import annotations
@@ -83,6 +90,9 @@ class KeepMask(NamedTuple):
     step: Tensor
 
 
+MAX_BUCKET_TABLE = 1 << 20  # ages; a larger max_age computes buckets directly
+
+
 def outranks(x_a: Tensor, w_a: Tensor, x_b: Tensor, w_b: Tensor) -> Tensor:
     """Whether memory a is kept before memory b: later expiry, ties broken by later write."""
     return (x_a > x_b) | ((x_a == x_b) & (w_a > w_b))
@@ -103,6 +113,89 @@ def age_bucket(age: Tensor, num_buckets: int, max_age: float) -> Tensor:
     log_part = torch.log(age.double().clamp(min=1) / exact) / math.log(max_age / exact)
     log_bucket = exact + (log_part * (num_buckets - exact)).long()
     return torch.where(age < exact, age, log_bucket.clamp(max=num_buckets - 1))
+
+
+class MaskedSlotAttention(torch.autograd.Function):
+    """Chunk attention over ``S`` slot keys then ``T`` chunk keys (``K = S + T``).
+
+    ``softmax(q k^T + bias + log_mask) v`` per head, where ``bias`` is the head's position
+    bias at the pair's age bucket (``slot_bucket [B, Q, S]``, ``chunk_bucket [Q, T]``: within
+    an episode a chunk pair's age does not depend on the env) and ``log_mask`` is
+    ``slot_mask [B, Q, S]`` / ``chunk_mask [B, Q, T]`` (``-inf`` where hidden). Scaling is the
+    caller's (fold it into ``q``). The backward is written by hand: the only ``[B, H, Q, K]``
+    tensors are the saved probabilities and the logits gradient (updated in place), and the
+    position-bias gradient is one ``scatter_add`` instead of autograd's indexed accumulate.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        bias: Tensor,
+        slot_bucket: Tensor,
+        chunk_bucket: Tensor,
+        slot_mask: Tensor,
+        chunk_mask: Tensor,
+    ) -> Tensor:
+        """``q [B, H, Q, d]``, ``k``/``v [B, H, K, d]``, ``bias [H, n]`` -> ``[B, H, Q, d]``."""
+        n_slots = slot_bucket.shape[-1]
+        logits = torch.matmul(q, k.transpose(-1, -2))  # [B, H, Q, K]
+        slot_logits = logits[..., :n_slots]  # [B, H, Q, S]
+        slot_bias = bias.index_select(1, slot_bucket.flatten()).view(-1, *slot_bucket.shape)
+        slot_logits += (slot_bias + slot_mask).transpose(0, 1)  # [H, B, Q, S] -> [B, H, Q, S]
+        chunk_logits = logits[..., n_slots:]  # [B, H, Q, T]
+        chunk_logits += bias[:, chunk_bucket]
+        chunk_logits += chunk_mask.unsqueeze(1)
+        probs = torch.softmax(logits, dim=-1)  # [B, H, Q, K]
+        del logits, slot_logits, chunk_logits
+        out = torch.matmul(probs, v)  # [B, H, Q, d]
+        ctx.save_for_backward(q, k, v, probs, out, slot_bucket, chunk_bucket)
+        ctx.n_buckets = bias.shape[-1]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        q, k, v, probs, out, slot_bucket, chunk_bucket = ctx.saved_tensors
+        n_slots, n_buckets = slot_bucket.shape[-1], ctx.n_buckets
+        batch, heads = probs.shape[:2]
+        need = ctx.needs_input_grad
+        grad_v = torch.matmul(probs.transpose(-1, -2), grad_out) if need[2] else None
+        # d logits = p * (dp - sum_k p dp), and sum_k p dp = sum_d out * grad_out.
+        grad_logits = torch.matmul(grad_out, v.transpose(-1, -2))  # [B, H, Q, K]
+        grad_logits -= (grad_out * out).sum(-1, keepdim=True)
+        grad_logits *= probs
+        grad_q = torch.matmul(grad_logits, k) if need[0] else None
+        grad_k = torch.matmul(grad_logits.transpose(-1, -2), q) if need[1] else None
+        grad_slot = grad_logits[..., :n_slots]  # [B, H, Q, S]
+        grad_chunk = grad_logits[..., n_slots:]  # [B, H, Q, T]
+        grad_bias = None
+        if need[3]:
+            head = torch.arange(heads, device=q.device)[:, None, None] * n_buckets  # [H, 1, 1]
+            grad_bias = torch.zeros(heads * n_buckets, dtype=q.dtype, device=q.device)
+            slot_index = (head[:, None] + slot_bucket).expand(heads, batch, -1, -1)
+            grad_bias.scatter_add_(0, slot_index.flatten(), grad_slot.transpose(0, 1).flatten())
+            grad_bias.scatter_add_(0, (head + chunk_bucket).flatten(), grad_chunk.sum(0).flatten())
+            grad_bias = grad_bias.view(heads, n_buckets)
+        grad_slot_mask = grad_slot.sum(1) if need[6] else None
+        grad_chunk_mask = grad_chunk.sum(1) if need[7] else None
+        return grad_q, grad_k, grad_v, grad_bias, None, None, grad_slot_mask, grad_chunk_mask
+
+
+def exclusive_cumsum(flags: Tensor, dtype: torch.dtype) -> Tensor:
+    """``[B, T, N]`` bool -> ``[B, T, N]``: how many of rows ``0 .. t-1`` are set, per column."""
+    return F.pad(flags[:, :-1].cumsum(1, dtype=dtype), (0, 0, 1, 0))
+
+
+def log_soft_mask(mask: Tensor, visible: Tensor) -> Tensor:
+    """``log(mask)`` where ``visible`` and ``mask > 0``, ``-inf`` elsewhere.
+
+    ``softmax(l) * m`` renormalised equals ``softmax(l + log m)``; this is the additive form.
+    The log never sees a zero, so its gradient stays finite.
+    """
+    positive = visible & (mask > 0)
+    return torch.where(positive, mask, 1.0).log().masked_fill(~positive, -math.inf)
 
 
 class SlotLayer(nn.Module):
@@ -128,25 +221,70 @@ class SlotLayer(nn.Module):
         self.span_predictor = nn.Linear(d_model, 1) if learn_span else None
 
     def heads(self, x: Tensor) -> Tensor:
-        """``[..., N, D] -> [..., H, N, d]``."""
+        """``[B, N, D] -> [B, H, N, d]`` (a view)."""
         return x.unflatten(-1, (self.n_heads, self.head_dim)).transpose(-2, -3)
 
-    def attend(
-        self, query_in: Tensor, key_in: Tensor, visible: Tensor, soft_mask: Tensor, bias: Tensor
+    def attend_chunk(
+        self,
+        normed: Tensor,
+        slot_normed: Tensor,
+        slot_bucket: Tensor,
+        chunk_bucket: Tensor,
+        slot_mask: Tensor,
+        chunk_mask: Tensor,
     ) -> Tensor:
-        """Masked attention. ``query_in [B, Q, D]``, ``key_in [B, K, D]`` (both normed),
-        ``visible``/``soft_mask [B, Q, K]``, ``bias [B, H, Q, K]`` -> ``[B, Q, D]``."""
-        q = self.heads(self.proj_query(query_in))  # [B, H, Q, d]
-        k = self.heads(self.proj_key(key_in))  # [B, H, K, d]
-        v = self.heads(self.proj_value(key_in))  # [B, H, K, d]
-        logits = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias  # [B, H, Q, K]
-        logits = logits.masked_fill(~visible.unsqueeze(1), float("-inf"))
-        # softmax over the visible set, times the soft mask, renormalised. The query's own step
-        # always has m = 1, so the sum is positive; the clamp only guards underflow.
-        weights = torch.softmax(logits, dim=-1) * soft_mask.unsqueeze(1)
-        weights = weights / weights.sum(-1, keepdim=True).clamp(min=torch.finfo(weights.dtype).tiny)
-        out = (weights @ v).transpose(-2, -3).flatten(-2)  # [B, Q, D]
-        return self.proj_out(out)
+        """Attention of a chunk over ``S`` slots and the chunk itself.
+
+        ``normed [B, T, D]`` (queries, and keys after the slots), ``slot_normed [B, S, D]``;
+        position buckets ``slot_bucket [B, T, S]``, ``chunk_bucket [T, T]``; log soft masks
+        ``slot_mask [B, T, S]``, ``chunk_mask [B, T, T]`` (``-inf`` where hidden) -> ``[B, T, D]``.
+        """
+        d_model = normed.shape[-1]
+        scale = 1.0 / math.sqrt(self.head_dim)
+        w_query, w_key, w_value = (
+            self.proj_query.weight,
+            self.proj_key.weight,
+            self.proj_value.weight,
+        )
+        qkv = F.linear(normed, torch.cat([w_query * scale, w_key, w_value]))  # [B, T, 3D]
+        slot_kv = F.linear(slot_normed, torch.cat([w_key, w_value]))  # [B, S, 2D]
+        q = self.heads(qkv[..., :d_model])  # [B, H, T, d]
+        kv = torch.cat([slot_kv, qkv[..., d_model:]], 1)  # [B, K, 2D]
+        k = self.heads(kv[..., :d_model])  # [B, H, K, d]
+        v = self.heads(kv[..., d_model:])  # [B, H, K, d]
+        out = MaskedSlotAttention.apply(
+            q, k, v, self.position_bias, slot_bucket, chunk_bucket, slot_mask, chunk_mask
+        )  # [B, H, T, d]
+        return self.proj_out(out.transpose(1, 2).flatten(-2))  # [B, T, D]
+
+    def attend_step(
+        self, normed: Tensor, slot_normed: Tensor, slot_add: Tensor, now_add: Tensor
+    ) -> Tensor:
+        """Attention of one step over ``S`` slots and itself, without projecting the slots.
+
+        ``q . (W_k n) = (W_k^T q) . n`` and ``sum_j p_j W_v n_j = W_v sum_j p_j n_j`` per head,
+        so the slots' normed hiddens are used as they are: ``S * D * H`` work per env instead
+        of ``2 * S * D * D`` for their keys and values (equal up to float rounding).
+        ``normed [B, D]``, ``slot_normed [B, S, D]``, ``slot_add [B, H, S]``, ``now_add [B, H]``
+        -> ``[B, D]``. ``proj_out`` sees ``[B, 1, D]``, as one query.
+        """
+        batch, d_model = normed.shape
+        heads, head_dim = self.n_heads, self.head_dim
+        query = self.proj_query(normed).view(batch, heads, head_dim) / math.sqrt(head_dim)
+        w_key = self.proj_key.weight.view(heads, head_dim, d_model)
+        # [H, B, d] @ [H, d, D] -> [H, B, D] -> [B, H, D]: the query seen in the normed space.
+        query_in = torch.bmm(query.transpose(0, 1), w_key).transpose(0, 1)
+        logit_slots = torch.bmm(query_in, slot_normed.transpose(1, 2)) + slot_add  # [B, H, S]
+        logit_now = (query_in * normed[:, None, :]).sum(-1) + now_add  # [B, H]
+        probs = torch.softmax(torch.cat([logit_slots, logit_now[..., None]], -1), -1)
+        n_slots = slot_normed.shape[1]
+        # [B, H, D]: attention-weighted normed hidden per head.
+        mixed = torch.baddbmm(
+            probs[..., n_slots:] * normed[:, None, :], probs[..., :n_slots], slot_normed
+        )
+        w_value = self.proj_value.weight.view(heads, head_dim, d_model)
+        out = torch.bmm(mixed.transpose(0, 1), w_value.transpose(1, 2))  # [H, B, d]
+        return self.proj_out(out.transpose(0, 1).reshape(batch, 1, d_model))[:, 0]
 
     def feed_forward(self, h: Tensor) -> Tensor:
         return h + self.ff(self.norm_ff(h))
@@ -201,6 +339,14 @@ class SlotTransformer(Memory):
             for _ in range(n_layers)
         )
         self.out_norm = nn.LayerNorm(d_model)
+        # Bucket of every age up to the first that lands in the last bucket (all older ages
+        # do too): an index instead of a float64 log per (query, memory) pair.
+        exact = max(position_buckets // 2, 1)
+        table_size = math.ceil(max(float(max_age), 2.0 * exact)) + 1
+        table = None
+        if table_size <= MAX_BUCKET_TABLE:
+            table = age_bucket(torch.arange(table_size), position_buckets, max_age)
+        self.register_buffer("age_bucket_table", table, persistent=False)
         if self.learn_span:
             # Spans start at init_span_fraction * L for every memory: zero weight, and the
             # bias at the logit of that fraction (the paper's code does the same).
@@ -225,10 +371,12 @@ class SlotTransformer(Memory):
         """``clamp((X - t) / R, 0, 1)``, the Expire-Span mask written with the expiry time."""
         return ((expiry - t.to(expiry.dtype)) / self.ramp).clamp(0.0, 1.0)
 
-    def position_bias(self, layer: SlotLayer, age: Tensor) -> Tensor:
-        """``age [B, Q, K]`` -> per-head bias ``[B, H, Q, K]``."""
-        bucket = age_bucket(age, self.position_buckets, self.max_age)  # [B, Q, K]
-        return layer.position_bias[:, bucket].movedim(0, 1)
+    def bucket(self, age: Tensor) -> Tensor:
+        """Position bucket of integer ages (``age_bucket``, through the table when it exists)."""
+        table = self.age_bucket_table
+        if table is None:
+            return age_bucket(age, self.position_buckets, self.max_age)
+        return table[age.clamp(0, table.shape[0] - 1)]
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> SlotState:
@@ -257,57 +405,71 @@ class SlotTransformer(Memory):
 
     # ------------------------------------------------------------------ step
     def step(self, x: Tensor, state: SlotState, episode_start: Tensor) -> tuple[Tensor, SlotState]:
-        """One step for every env (see the module docstring for the slot rules)."""
+        """One step for every env (see the module docstring for the slot rules).
+
+        What depends only on the state (slot masks, position buckets) is computed for all
+        layers at once, and so is the slot update after the last layer: only the attention
+        and the feed-forward run per layer.
+        """
         batch = x.shape[0]
-        capacity = self.capacity
+        capacity, n_layers = self.capacity, self.n_layers
         start = episode_start.to(torch.bool)
         alive = state.alive & ~start[:, None, None]  # [B, L, S]
         t = torch.where(start, torch.zeros_like(state.step), state.step)  # [B]
         t_f = t.to(self._param_dtype())
+        t_slot = t[:, None, None]  # [B, 1, 1]
+        slot_expiry = self.expiry(state.write_step, state.span)  # [B, L, S]
+        slot_visible = alive & (slot_expiry > t_f[:, None, None])  # [B, L, S]
+        slot_log_mask = log_soft_mask(self.soft_mask(slot_expiry, t_slot), slot_visible)
+        slot_bucket = self.bucket(t_slot - state.write_step)  # [B, L, S]
+        now_bucket = self.bucket(t.new_zeros(()))  # age 0
+
         h = self.input_proj(x)  # [B, D]
-        slot_index = torch.arange(capacity, device=x.device)
-        new_hidden, new_write, new_span, new_alive = [], [], [], []
+        inputs, spans_now, expiries_now = [], [], []
         for index, layer in enumerate(self.layers):
-            hid_l = state.hidden[:, index]  # [B, S, D]
-            write_l = state.write_step[:, index]  # [B, S]
-            span_l = state.span[:, index]  # [B, S]
-            alive_l = alive[:, index]  # [B, S]
             normed = layer.norm_attn(h)  # [B, D]
-            slot_normed = layer.norm_attn(hid_l)  # [B, S, D]
+            slot_normed = layer.norm_attn(state.hidden[:, index])  # [B, S, D]
             span_now = self.predict_span(layer, normed)  # [B]
+            expiry_now = self.expiry(t, span_now)  # [B]
+            now_log_mask = log_soft_mask(self.soft_mask(expiry_now, t), expiry_now > t_f)  # [B]
+            bias = layer.position_bias  # [H, buckets]
+            slot_add = bias[:, slot_bucket[:, index]].transpose(0, 1)  # [B, H, S]
+            slot_add = slot_add + slot_log_mask[:, index, None, :]
+            now_add = bias[:, now_bucket] + now_log_mask[:, None]  # [B, H]
+            attn = layer.attend_step(normed, slot_normed, slot_add, now_add)  # [B, D]
+            inputs.append(h)
+            spans_now.append(span_now)
+            expiries_now.append(expiry_now)
+            h = layer.feed_forward(h + attn)  # [B, D]
 
-            keys = torch.cat([slot_normed, normed[:, None]], dim=1)  # [B, S+1, D]
-            write_all = torch.cat([write_l, t[:, None]], dim=1)  # [B, S+1]
-            expiry_all = self.expiry(write_all, torch.cat([span_l, span_now[:, None]], 1))
-            alive_all = torch.cat([alive_l, alive_l.new_ones(batch, 1)], dim=1)  # [B, S+1]
-            visible = alive_all & (expiry_all > t_f[:, None])  # [B, S+1]
-            mask = self.soft_mask(expiry_all, t[:, None])  # [B, S+1]
-            age = (t[:, None] - write_all)[:, None]  # [B, 1, S+1]
-            bias = self.position_bias(layer, age)  # [B, H, 1, S+1]
-            attn = layer.attend(normed[:, None], keys, visible[:, None], mask[:, None], bias)
-            h_next = layer.feed_forward(h + attn[:, 0])  # [B, D]
-
-            # Offer step t's memory: drop what is dead from t+1 on, then evict over capacity.
-            keep = alive_all & (expiry_all > t_f[:, None] + 1)  # [B, S+1]
-            over = keep.sum(-1) > capacity  # [B]
-            lowest = torch.where(keep, expiry_all, torch.inf).amin(-1, keepdim=True)  # [B, 1]
-            candidate = keep & (expiry_all == lowest)
-            oldest = torch.where(candidate, write_all, torch.iinfo(torch.long).max).argmin(-1)
-            evict = F.one_hot(oldest, capacity + 1).bool() & over[:, None]  # [B, S+1]
-            keep = keep & ~evict
-            place = keep[:, capacity]  # [B] the new memory stays
-            first_free = (~keep[:, :capacity]).int().argmax(-1)  # [B]; exists whenever place
-            write_here = (slot_index == first_free[:, None]) & place[:, None]  # [B, S]
-            new_hidden.append(torch.where(write_here[..., None], h[:, None], hid_l))
-            new_write.append(torch.where(write_here, t[:, None], write_l))
-            new_span.append(torch.where(write_here, span_now[:, None], span_l))
-            new_alive.append(keep[:, :capacity] | write_here)
-            h = h_next
+        # Offer step t's memory to every layer: drop what is dead from t+1 on, then evict the
+        # lowest-ranked memory of layers over capacity.
+        span_now = torch.stack(spans_now, 1)  # [B, L]
+        expiry_all = torch.cat([slot_expiry, torch.stack(expiries_now, 1)[..., None]], -1)
+        write_all = torch.cat([state.write_step, t_slot.expand(-1, n_layers, 1)], -1)
+        alive_all = torch.cat([alive, alive.new_ones(batch, n_layers, 1)], -1)  # [B, L, S+1]
+        keep = alive_all & (expiry_all > t_f[:, None, None] + 1)  # [B, L, S+1]
+        over = keep.sum(-1, keepdim=True) > capacity  # [B, L, 1]
+        lowest = torch.where(keep, expiry_all, torch.inf).amin(-1, keepdim=True)  # [B, L, 1]
+        candidate = keep & (expiry_all == lowest)
+        write_rank = torch.where(candidate, write_all, torch.iinfo(torch.long).max)
+        oldest = write_rank.argmin(-1, keepdim=True)  # [B, L, 1]
+        slot_index = torch.arange(capacity + 1, device=x.device)  # [S+1]
+        keep = keep & ~((slot_index == oldest) & over)
+        place = keep[..., capacity:]  # [B, L, 1] the new memory stays
+        first_free = (~keep[..., :capacity]).int().argmax(-1, keepdim=True)  # exists if place
+        write_here = (slot_index[:capacity] == first_free) & place  # [B, L, S]
+        # Hidden: copy the state once and write one row per layer and env (the free slot gets
+        # the new memory where it stays, any other row is rewritten with itself).
+        row = first_free[..., None].expand(-1, -1, 1, self.d_model)  # [B, L, 1, D]
+        new_row = torch.where(
+            place[..., None], torch.stack(inputs, 1)[:, :, None], state.hidden.gather(2, row)
+        )  # [B, L, 1, D]
         new_state = SlotState(
-            hidden=torch.stack(new_hidden, 1),
-            write_step=torch.stack(new_write, 1),
-            span=torch.stack(new_span, 1),
-            alive=torch.stack(new_alive, 1),
+            hidden=state.hidden.scatter(2, row, new_row),
+            write_step=torch.where(write_here, t_slot, state.write_step),
+            span=torch.where(write_here, span_now[..., None], state.span),
+            alive=keep[..., :capacity] | write_here,
             step=t + 1,
         )
         return self.out_norm(h), new_state
@@ -321,6 +483,11 @@ class SlotTransformer(Memory):
         Returns ``(y [T, B, D], aux_loss, state)``; ``aux_loss`` is the Expire-Span span loss
         (zero for window and full). With ``span_noise`` and in training mode, masks use spans
         clamped at ``u * L``, ``u ~ U(0, 1)`` per call; slot bookkeeping uses the true spans.
+
+        Keys are the ``S`` state slots then the ``T`` chunk steps. Query/key pairs are kept in
+        two blocks, slots ``[B, T, S]`` and chunk ``[B, T, T]``; inside an episode the age of a
+        chunk key is ``tau_q - tau_k``, so the chunk's position bias is one ``[H, T, T]`` table
+        (pairs across episodes are hidden, whatever their bias).
         """
         steps, batch = x.shape[:2]
         capacity, n_slots = self.capacity, self.capacity
@@ -333,15 +500,17 @@ class SlotTransformer(Memory):
         last_start = torch.where(starts, tau, -1).cummax(-1).values  # [B, T]
         t = torch.where(last_start >= 0, tau - last_start, state.step[:, None] + tau)  # [B, T]
         t_f = t.to(dtype)
+        t_query = t_f[:, :, None]  # [B, T, 1]
+        first_episode = episode == 0  # [B, T] the carried slots belong to this episode
+        count_dtype = torch.int16 if n_slots + steps < 2**15 else torch.int32
 
-        # Memory bookkeeping over keys k = S slots then T chunk steps (write order).
-        episode_k = torch.cat([episode.new_zeros(batch, n_slots), episode], 1)  # [B, K]
-        same_episode = episode_k[:, None, :] == episode[:, :, None]  # [B, T, K]
-        causal = torch.ones(steps, n_slots + steps, dtype=torch.bool, device=device)
-        causal[:, n_slots:] = torch.ones(steps, steps, dtype=torch.bool, device=device).tril()
-        current = torch.zeros_like(causal)
-        current[:, n_slots:] = torch.eye(steps, dtype=torch.bool, device=device)  # [T, K]
-        chunk_pair_episode = episode[:, :, None] == episode_k[:, None, :]  # [B, T(k), K(j)]
+        # Chunk-chunk structure [B, T(q), T(k)], shared by the layers.
+        same_episode = episode[:, :, None] == episode[:, None, :]  # [B, T, T]
+        causal = torch.ones(steps, steps, dtype=torch.bool, device=device).tril()  # [T, T]
+        current = torch.eye(steps, dtype=torch.bool, device=device)  # [T, T]
+        chunk_pairs = same_episode & causal  # [B, T, T] same episode, written by the query
+        chunk_age = (tau[:, None] - tau[None, :]).clamp(min=0)  # [T, T] age within an episode
+        chunk_bucket = self.bucket(chunk_age)  # [T, T]
 
         noise = None
         if self.learn_span and self.span_noise and self.training:
@@ -355,8 +524,7 @@ class SlotTransformer(Memory):
         for index, layer in enumerate(self.layers):
             hid_l = state.hidden[:, index]  # [B, S, D]
             alive_l = state.alive[:, index]  # [B, S]
-            write_k = torch.cat([state.write_step[:, index], t], 1)  # [B, K]
-            exists_k = torch.cat([alive_l, alive_l.new_ones(batch, steps)], 1)  # [B, K]
+            slot_write = state.write_step[:, index]  # [B, S]
             normed = layer.norm_attn(h)  # [B, T, D]
             slot_normed = layer.norm_attn(hid_l)  # [B, S, D]
             span_chunk = self.predict_span(layer, normed)  # [B, T]
@@ -365,60 +533,88 @@ class SlotTransformer(Memory):
                 # Value of the stored span, gradient of the span recomputed with current params.
                 recomputed = self.predict_span(layer, slot_normed)
                 span_slot = span_slot + (recomputed - recomputed.detach())
-            span_k = torch.cat([span_slot, span_chunk], 1)  # [B, K]
-            expiry_k = self.expiry(write_k, span_k)  # [B, K]
-            fixed_x = expiry_k.detach()  # discrete decisions never carry gradient
+            slot_x = self.expiry(slot_write, span_slot).detach()  # [B, S] decisions: no grad
+            chunk_x = self.expiry(t, span_chunk).detach()  # [B, T]
 
-            # How many memories written before query t outrank memory j (same episode only).
-            slot_key = torch.where(alive_l, fixed_x[:, :n_slots], -torch.inf)
-            slot_write = torch.where(alive_l, write_k[:, :n_slots], -1)
-            order = sort_by_rank(slot_key, slot_write)  # [B, S]
+            # How many memories written before query t outrank memory j (same episode only):
+            # alive slots among themselves (a rank), then chunk memories, counted cumulatively.
+            order = sort_by_rank(
+                torch.where(alive_l, slot_x, -torch.inf), torch.where(alive_l, slot_write, -1)
+            )  # [B, S]
             slot_rank = torch.empty_like(order).scatter_(
                 -1, order, torch.arange(n_slots, device=device).expand(batch, -1)
             )  # [B, S] alive slots outranking each alive slot
+            writer_x, writer_w = chunk_x[:, :, None], t[:, :, None]  # [B, T(writer), 1]
             slot_over_chunk = (
                 alive_l[:, :, None]
-                & outranks(
-                    fixed_x[:, :n_slots, None],
-                    write_k[:, :n_slots, None],
-                    fixed_x[:, None, n_slots:],
-                    write_k[:, None, n_slots:],
-                )
-                & (episode[:, None, :] == 0)
-            ).sum(1)  # [B, T]
-            from_slots = torch.cat([slot_rank, slot_over_chunk], 1)  # [B, K]
-            chunk_over = chunk_pair_episode & outranks(
-                fixed_x[:, n_slots:, None],
-                write_k[:, n_slots:, None],
-                fixed_x[:, None, :],
-                write_k[:, None, :],
-            )  # [B, T(k), K(j)]
-            chunk_over = chunk_over.int()
-            from_chunk = chunk_over.cumsum(1) - chunk_over  # written strictly before query
-            outranked_by = from_slots[:, None, :] + from_chunk  # [B, T, K]
+                & outranks(slot_x[:, :, None], slot_write[:, :, None], chunk_x[:, None], t[:, None])
+            ).sum(1) * first_episode  # [B, T] carried slots outranking chunk memory j
+            chunk_over_slot = first_episode[:, :, None] & outranks(
+                writer_x, writer_w, slot_x[:, None], slot_write[:, None]
+            )  # [B, T(writer), S]
+            chunk_over_chunk = same_episode & outranks(
+                writer_x, writer_w, chunk_x[:, None], t[:, None]
+            )  # [B, T(writer), T(j)]
+            # Written strictly before the query: exclusive cumulative counts over writers, in a
+            # small integer type (cumsum over a middle dim is slow in int64).
+            slot_outranked = slot_rank.to(count_dtype)[:, None] + exclusive_cumsum(
+                chunk_over_slot, count_dtype
+            )  # [B, T, S]
+            chunk_outranked = slot_over_chunk.to(count_dtype)[:, None] + exclusive_cumsum(
+                chunk_over_chunk, count_dtype
+            )  # [B, T, T]
+            slot_visible = (
+                alive_l[:, None]
+                & first_episode[:, :, None]
+                & (slot_x[:, None] > t_query)
+                & (slot_outranked < capacity)
+            )  # [B, T, S]
+            chunk_visible = (
+                chunk_pairs
+                & (chunk_x[:, None] > t_query)
+                & (current | (chunk_outranked < capacity))
+            )  # [B, T, T]
 
-            visible = (
-                exists_k[:, None, :]
-                & same_episode
-                & causal
-                & (fixed_x[:, None, :] > t_f[:, :, None])
-                & (current | (outranked_by < capacity))
-            )  # [B, T, K]
-            mask_span = span_k if noise is None else span_k.clamp(max=noise)
-            mask = self.soft_mask(self.expiry(write_k, mask_span)[:, None, :], t[:, :, None])
-            age = t[:, :, None] - write_k[:, None, :]  # [B, T, K]
-            keys = torch.cat([slot_normed, normed], 1)  # [B, K, D]
-            attn = layer.attend(normed, keys, visible, mask, self.position_bias(layer, age))
+            mask_span = span_slot, span_chunk
+            if noise is not None:
+                mask_span = span_slot.clamp(max=noise), span_chunk.clamp(max=noise)
+            slot_mask = self.soft_mask(self.expiry(slot_write, mask_span[0])[:, None], t_query)
+            chunk_mask = self.soft_mask(self.expiry(t, mask_span[1])[:, None], t_query)
+            slot_age = t[:, :, None] - slot_write[:, None]  # [B, T, S]
+            attn = layer.attend_chunk(
+                normed,
+                slot_normed,
+                self.bucket(slot_age),
+                chunk_bucket,
+                log_soft_mask(slot_mask, slot_visible),
+                log_soft_mask(chunk_mask, chunk_visible),
+            )  # [B, T, D]
             if self.learn_span and self.span_loss_coef > 0:
                 # Paper's code: remaining span of every (query, memory) pair in the ramp,
-                # / R (each memory sits R steps in the ramp), averaged over queries.
-                in_ramp = visible & (mask > 0) & (mask < 1)
-                remaining = mask_span[:, None, :] - age.to(dtype)  # [B, T, K]
-                aux = aux + self.span_loss_coef * (remaining * in_ramp).sum() / (
-                    self.ramp * steps * batch
-                )
+                # / R (each memory sits R steps in the ramp), averaged over queries. Its
+                # gradient is, per memory, the number of its pairs in the ramp.
+                slot_ramp = slot_visible & (slot_mask > 0) & (slot_mask < 1)  # [B, T, S]
+                chunk_ramp = chunk_visible & (chunk_mask > 0) & (chunk_mask < 1)  # [B, T, T]
+                with torch.no_grad():
+                    remaining = (
+                        torch.where(
+                            slot_ramp, mask_span[0][:, None] - slot_age.to(dtype), 0.0
+                        ).sum()
+                        + torch.where(
+                            chunk_ramp, mask_span[1][:, None] - chunk_age.to(dtype), 0.0
+                        ).sum()
+                    )
+                linear = (mask_span[0] * slot_ramp.sum(1)).sum() + (
+                    mask_span[1] * chunk_ramp.sum(1)
+                ).sum()
+                remaining = remaining + (linear - linear.detach())
+                aux = aux + self.span_loss_coef * remaining / (self.ramp * steps * batch)
 
             # State after the chunk: top-capacity of the last episode's live memories.
+            write_k = torch.cat([slot_write, t], 1)  # [B, K]
+            fixed_x = torch.cat([slot_x, chunk_x], 1)  # [B, K]
+            episode_k = torch.cat([episode.new_zeros(batch, n_slots), episode], 1)  # [B, K]
+            exists_k = torch.cat([alive_l, alive_l.new_ones(batch, steps)], 1)  # [B, K]
             eligible = (
                 exists_k
                 & (episode_k == episode_end[:, None])
@@ -430,6 +626,7 @@ class SlotTransformer(Memory):
             keep = eligible.gather(1, ranked)  # [B, S]
             hidden_k = torch.cat([hid_l, h], 1)  # [B, K, D]
             gathered = hidden_k.gather(1, ranked[..., None].expand(-1, -1, self.d_model))
+            span_k = torch.cat([span_slot, span_chunk], 1)  # [B, K]
             new_hidden.append(gathered * keep[..., None])
             new_write.append(write_k.gather(1, ranked) * keep)
             new_span.append(torch.where(keep, span_k.gather(1, ranked), 0.0))
