@@ -24,8 +24,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# One torch thread per process: the tests run many small ops, where threads only contend,
+# and the learning tests' numbers are deterministic for a given thread count.
 test: lint
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(PY) benchmarks/env_throughput.py

@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if resume:
         config.run_dir = resume
     from agents.trainer import TrainingError, train
+    from agents.vec import EnvError
 
     try:
         summary = train(
@@ -126,11 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ConfigError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    except TrainingError as error:
+    except (TrainingError, EnvError) as error:
         parser.exit(1, f"{parser.prog}: training stopped: {error}\n")
     if "interrupted" in summary:
         return 130
-    print_summary(summary)
+    if summary.get("rank", 0) == 0:  # under torchrun, rank 0 alone prints the summary
+        print_summary(summary)
     return 0
 
 

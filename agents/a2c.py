@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from agents.config import AlgoConfig
 from agents.losses import apply_gradients, evaluate_rollout, masked_mean, normalize
-from agents.policy import ActorCritic
 from agents.rollout import Rollout
 
 
 def a2c_update(
-    policy: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout, config: AlgoConfig
+    policy: nn.Module, optimizer: torch.optim.Optimizer, rollout: Rollout, config: AlgoConfig
 ) -> dict[str, float]:
-    """Policy gradient with the GAE advantage as baseline-corrected return, value regression."""
+    """Policy gradient with the GAE advantage as baseline-corrected return, value regression.
+
+    `policy` is an `ActorCritic` or its DDP wrapper (whose backward pass averages gradients).
+    """
     mask = rollout.valid
     new = evaluate_rollout(policy, rollout)
     advantages = rollout.advantages
@@ -31,4 +34,5 @@ def a2c_update(
         "losses/aux_span_loss": float(new.aux_loss.detach()),
         "losses/grad_norm": grad_norm,
         "losses/skipped_updates": float(not taken),
+        "losses/updates": 1.0,
     }

@@ -49,13 +49,15 @@ class AlgoConfig:
     """The update rule and its optimiser; A2C and PPO share everything else."""
 
     algo: str = _f("ppo", f"update rule: {', '.join(ALGOS)}", flag="algo")
-    rollout_steps: int = _f(128, "steps per env per rollout (the chunk the memory is trained on)")
+    rollout_steps: int = _f(64, "steps per env per rollout (the chunk the memory is trained on)")
     learning_rate: float = _f(5e-4, "Adam learning rate")
     anneal_lr: bool = _f(True, "decay the learning rate linearly to 0 over the run")
     gamma: float = _f(0.99, "discount factor")
     gae_lambda: float = _f(0.95, "GAE lambda")
     update_epochs: int = _f(4, "PPO: epochs over each rollout (A2C: always 1)")
-    num_minibatches: int = _f(4, "PPO: minibatches per epoch, cut by env (A2C: always 1)")
+    num_minibatches: int = _f(
+        8, "PPO: minibatches per epoch, cut by env (at most one per env; A2C: always 1)"
+    )
     clip_coef: float = _f(0.2, "PPO: clipping of the probability ratio")
     clip_value_loss: bool = _f(True, "PPO: clip the value loss as in the PPO paper's code")
     ent_coef: float = _f(0.01, "entropy bonus coefficient")
@@ -70,8 +72,12 @@ class TrainConfig:
     """A whole run: the environment, the run's length and where its results go."""
 
     env: str = _f("Lethe/Corridor-v0", "Gymnasium id (or module:id) of the environment")
-    num_envs: int = _f(64, "environments stepped together (batched on the device for Lethe ids)")
-    total_steps: int = _f(400_000, "environment steps to train for, over all envs")
+    num_envs: int = _f(
+        32, "environments stepped together (batched on the device for Lethe ids; per process)"
+    )
+    total_steps: int = _f(
+        400_000, "environment steps to train for, over all envs (of all processes under torchrun)"
+    )
     device: str = _f("auto", f"torch device: {', '.join(DEVICES)}")
     seed: int = _f(1, "random seed for envs, parameters and sampling")
     run_dir: str = _f(
@@ -87,6 +93,10 @@ class TrainConfig:
     )
     eval_episodes: int = _f(100, "episodes of the final evaluation (0: none)")
     eval_deterministic: bool = _f(False, "evaluate with the most likely action instead of sampling")
+    dist_timeout: float = _f(
+        300.0,
+        "under torchrun: seconds a process waits for the others before the run stops with an error",
+    )
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
 
@@ -159,9 +169,5 @@ def validate(config: TrainConfig) -> None:
     _require(0 <= algo.gae_lambda <= 1, f"--gae-lambda must be in [0, 1], got {algo.gae_lambda}")
     _require(algo.learning_rate > 0, f"--learning-rate must be > 0, got {algo.learning_rate}")
     _require(algo.clip_coef > 0, f"--clip-coef must be > 0, got {algo.clip_coef}")
+    _require(config.dist_timeout > 0, f"--dist-timeout must be > 0, got {config.dist_timeout}")
     _require(algo.max_grad_norm > 0, f"--max-grad-norm must be > 0, got {algo.max_grad_norm}")
-    _require(
-        algo.algo == "a2c" or algo.num_minibatches <= config.num_envs,
-        f"--num-minibatches {algo.num_minibatches} exceeds --num-envs {config.num_envs}; "
-        "minibatches are cut by env, so allowed: at most num-envs",
-    )

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from torch import nn
 from torch.distributions import Categorical
 
-from agents.policy import ActorCritic
+from agents.distributed import all_ranks, unwrap
 from agents.rollout import Rollout
 
 
@@ -21,12 +22,14 @@ class Evaluation(NamedTuple):
 
 
 def evaluate_rollout(
-    policy: ActorCritic, rollout: Rollout, env_idx: torch.Tensor | None = None
+    policy: nn.Module, rollout: Rollout, env_idx: torch.Tensor | None = None
 ) -> Evaluation:
     """Recompute the chunk of the envs `env_idx` (all when None) with `policy.sequence`.
 
     Sequences stay whole (minibatches are cut by env) and start from the memory state the
     rollout started from, so the first evaluation reproduces the rollout's log-probabilities.
+    `policy` is an `ActorCritic` or its DDP wrapper: it is called (``forward`` is
+    ``sequence``), so that DDP averages the gradients of this pass.
     """
     from memory.base import index_state
 
@@ -39,9 +42,10 @@ def evaluate_rollout(
         )
     else:
         obs = {k: v[:, env_idx] for k, v in rollout.obs.items()}
-        state = index_state(rollout.initial_state, env_idx) if policy.memory is not None else ()
+        has_memory = unwrap(policy).memory is not None
+        state = index_state(rollout.initial_state, env_idx) if has_memory else ()
         starts, actions = rollout.episode_starts[:, env_idx], rollout.actions[:, env_idx]
-    logits, values, aux = policy.sequence(obs, state, starts)
+    logits, values, aux = policy(obs, state, starts)
     dist = Categorical(logits=logits)
     return Evaluation(dist.log_prob(actions), dist.entropy(), values, aux)
 
@@ -74,9 +78,13 @@ def apply_gradients(
 
     Returns whether the step was taken and the gradient norm. A skipped step leaves the
     parameters and the optimiser untouched; the trainer counts skips and stops after many.
+    Under DDP the ranks agree first: a non-finite loss on any rank skips the step on all of
+    them (a rank that skipped the backward pass alone would leave the others waiting). The
+    gradient after backward is the all-reduced one, the same on every rank, so the gradient
+    check needs no agreement.
     """
     optimizer.zero_grad(set_to_none=True)
-    if not torch.isfinite(loss):
+    if not all_ranks(policy, torch.isfinite(loss)):
         return False, float("nan")
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), max_norm)

@@ -184,3 +184,12 @@ class ActorCritic(nn.Module):
         if self.memory is not None:
             features, aux, _ = self.memory.sequence(features, state, episode_starts)
         return self.actor(features), self.critic(features).squeeze(-1), aux
+
+    def forward(
+        self, obs: ObsDict, state: Any, episode_starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`sequence`: the update calls the model, so that a DDP wrapper sees the pass.
+
+        DistributedDataParallel only hooks ``forward``; rollouts call `step` on the bare module.
+        """
+        return self.sequence(obs, state, episode_starts)

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from agents.config import AlgoConfig
+from agents.distributed import mean_over_ranks
 from agents.losses import apply_gradients, evaluate_rollout, masked_mean, normalize
-from agents.policy import ActorCritic
 from agents.rollout import Rollout
 
 
 def ppo_update(
-    policy: ActorCritic, optimizer: torch.optim.Optimizer, rollout: Rollout, config: AlgoConfig
+    policy: nn.Module, optimizer: torch.optim.Optimizer, rollout: Rollout, config: AlgoConfig
 ) -> dict[str, float]:
-    """`update_epochs` passes over the rollout in minibatches of whole env sequences."""
+    """`update_epochs` passes over the rollout in minibatches of whole env sequences.
+
+    `policy` is an `ActorCritic` or its DDP wrapper. Under DDP every rank runs the same
+    number of minibatches (same ``num_envs`` and ``num_minibatches``), and the ``target_kl``
+    early stop reads the KL averaged over the ranks, so they all stop at the same epoch.
+    """
     num_envs = rollout.num_envs
     stats: dict[str, list[float]] = {}
     skipped = 0
@@ -62,8 +68,12 @@ def ppo_update(
                 ("losses/grad_norm", grad_norm),
             ):
                 stats.setdefault(key, []).append(float(torch.as_tensor(value).detach()))
-        if config.target_kl > 0 and stats["losses/approx_kl"][-1] > config.target_kl:
+        if (
+            config.target_kl > 0
+            and mean_over_ranks(policy, stats["losses/approx_kl"][-1]) > config.target_kl
+        ):
             break
     out = {key: sum(values) / len(values) for key, values in stats.items()}
     out["losses/skipped_updates"] = float(skipped)
+    out["losses/updates"] = float(len(stats["losses/grad_norm"]))
     return out

@@ -21,17 +21,27 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from agents.a2c import a2c_update
 from agents.checkpoint import load_checkpoint, save_checkpoint
 from agents.config import ConfigError, TrainConfig, validate
+from agents.distributed import (
+    SINGLE_PROCESS,
+    DistContext,
+    distributed_session,
+    lost_peer,
+    rank_device,
+    unwrap,
+    wrap_model,
+)
 from agents.evaluate import evaluate
 from agents.logging import RunLogger
 from agents.policy import ActorCritic
 from agents.ppo import ppo_update
 from agents.retention import memory_metrics, retention_snapshot
-from agents.rollout import Rollout, RolloutCollector
+from agents.rollout import EpisodeStats, Rollout, RolloutCollector
 from agents.vec import make_vector_env
 
 UPDATES: dict[str, Callable[..., dict[str, float]]] = {"ppo": ppo_update, "a2c": a2c_update}
@@ -49,6 +59,7 @@ RESUMABLE_OVERRIDES = frozenset(
         "heatmap_every",
         "eval_episodes",
         "eval_deterministic",
+        "dist_timeout",
     }
 )
 
@@ -129,17 +140,29 @@ class _StopFlag:
 
 
 def prepare_run(
-    config: TrainConfig, resume: bool, overwrite: bool, overrides: dict[str, Any] | None = None
+    config: TrainConfig,
+    resume: bool,
+    overwrite: bool,
+    overrides: dict[str, Any] | None = None,
+    world_size: int = 1,
 ) -> tuple[TrainConfig, Path, dict[str, Any] | None]:
     """Check everything that can be checked before the run directory is touched.
 
     Returns the config to run (the saved one, with `overrides`, when resuming), the run
-    directory and the checkpoint to resume from.
+    directory and the checkpoint to resume from. A checkpoint resumes with the number of
+    processes (`world_size`) that wrote it: each rank's envs and RNG stream are its own.
     """
     checkpoint = None
     if resume:
         run_dir = Path(config.run_dir)
         checkpoint = load_checkpoint(run_dir)
+        saved_world_size = checkpoint.get("world_size", 1)
+        if saved_world_size != world_size:
+            raise ConfigError(
+                f"--resume {run_dir}: the checkpoint was written by {saved_world_size} "
+                f"process(es), not {world_size}; allowed: resume with the same number "
+                f"(torchrun --nproc_per_node ... x --nnodes ... = {saved_world_size})"
+            )
         try:
             saved = TrainConfig.from_dict(checkpoint["config"])
         except TypeError as error:
@@ -185,10 +208,44 @@ def train(
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train, checkpoint and evaluate; returns the summary also written to ``summary.json``."""
-    config, run_dir, checkpoint = prepare_run(config, resume, overwrite, overrides)
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
+    """Train, checkpoint and evaluate; returns the summary also written to ``summary.json``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this and trains on its own
+    envs, with the gradients averaged over the processes (see `agents.distributed`). Rank 0
+    checks the run directory and reads the checkpoint for all of them, and alone logs,
+    writes files and evaluates; the other ranks return ``{"rank", "world_size",
+    "iterations", "total_env_steps", "run_dir"}``. A process that dies or stops answering
+    for ``config.dist_timeout`` seconds ends the run on the others with a `TrainingError`.
+    """
+    with distributed_session(config.dist_timeout) as ctx:
+        try:
+            config, run_dir, checkpoint = ctx.run_on_main(
+                lambda: prepare_run(config, resume, overwrite, overrides, ctx.world_size)
+            )
+            return _train(config, run_dir, checkpoint, ctx, progress)
+        except RuntimeError as error:
+            if not (ctx.enabled and lost_peer(error)):
+                raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise TrainingError(
+                f"rank {ctx.rank} of {ctx.world_size} lost the other processes "
+                f"({type(error).__name__}: {reason}): one of them died, hung for more than "
+                f"--dist-timeout {config.dist_timeout:g} s, or lost its network. Continue from "
+                f"the last checkpoint with `torchrun --nproc_per_node ... train_rl.py --resume "
+                f"{config.run_dir or 'RUN_DIR'}`"
+            ) from error
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    checkpoint: dict[str, Any] | None,
+    ctx: DistContext,
+    progress: bool,
+) -> dict[str, Any]:
+    """Build the envs, the policy and the optimiser of this rank, then run `_loop`."""
+    device = rank_device(resolve_device(config.device), ctx)
+    seed_everything(config.seed)  # before the policy: the same initial parameters on every rank
     env = make_vector_env(config.env, config.num_envs, device)
     try:
         policy = ActorCritic(env.obs_spaces, int(env.single_action_space.n), config.memory).to(
@@ -203,28 +260,41 @@ def train(
             iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
             wall_before = checkpoint.get("wall_seconds", 0.0)
             run_id = checkpoint.get("wandb_run_id")
-            _set_rng_state(checkpoint["rng"])
-        elif run_dir.exists():
-            shutil.rmtree(run_dir)  # --overwrite, checked in prepare_run
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+            _set_rng_state(checkpoint.get("rng_ranks", [checkpoint["rng"]])[ctx.rank])
+        else:
+            if ctx.enabled:
+                seed_everything(ctx.seed(config.seed))  # each rank samples its own actions
+            if ctx.is_main and run_dir.exists():
+                shutil.rmtree(run_dir)  # --overwrite, checked in prepare_run
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        ctx.barrier()  # the run directory is ready before any rank goes on
 
         # Fresh envs on resume, seeded by the iteration so they do not replay the first episodes.
         collector = RolloutCollector(
-            env, policy, algo.rollout_steps, device, seed=config.seed + 1_000_003 * iteration
+            env,
+            policy,
+            algo.rollout_steps,
+            device,
+            seed=ctx.seed(config.seed + 1_000_003 * iteration),
         )
-        logger = RunLogger(
-            run_dir,
-            config.to_dict(),
-            config.wandb,
-            config.wandb_project,
-            run_id,
-            resume_iteration=iteration if checkpoint is not None else None,
+        logger = (
+            RunLogger(
+                run_dir,
+                config.to_dict(),
+                config.wandb,
+                config.wandb_project,
+                run_id,
+                resume_iteration=iteration if checkpoint is not None else None,
+            )
+            if ctx.is_main
+            else None
         )
         try:
             summary = _loop(
                 config,
-                policy,
+                wrap_model(policy, ctx),
                 optimizer,
                 collector,
                 logger,
@@ -234,9 +304,11 @@ def train(
                 global_step,
                 wall_before,
                 progress,
+                ctx,
             )
         finally:
-            logger.close()
+            if logger is not None:
+                logger.close()
     finally:
         env.close()
     return summary
@@ -265,20 +337,27 @@ def _checkpoint_payload(
 
 def _loop(
     config: TrainConfig,
-    policy: ActorCritic,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     collector: RolloutCollector,
-    logger: RunLogger,
+    logger: RunLogger | None,
     run_dir: Path,
     device: torch.device,
     iteration: int,
     global_step: int,
     wall_before: float,
     progress: bool,
+    ctx: DistContext = SINGLE_PROCESS,
 ) -> dict[str, Any]:
+    """Iterate collect -> update -> log -> checkpoint, then evaluate and write the summary.
+
+    `model` is the `ActorCritic` or, under torchrun, its DDP wrapper (the update goes through
+    it); `logger` is None on every rank but 0. Steps count the envs of all ranks.
+    """
+    policy = unwrap(model)
     algo = config.algo
     update = UPDATES[algo.algo]
-    steps_per_iteration = config.num_envs * algo.rollout_steps
+    steps_per_iteration = config.num_envs * algo.rollout_steps * ctx.world_size
     num_iterations = max(1, math.ceil(config.total_steps / steps_per_iteration))
     start_time = time.perf_counter()
     start_step = global_step
@@ -290,25 +369,31 @@ def _loop(
         unit="step",
         unit_scale=True,
         dynamic_ncols=True,
-        disable=not progress,
+        disable=not progress or not ctx.is_main,
         mininterval=1.0,
         desc=f"{algo.algo}/{config.memory.kind}",
     )
 
     def save() -> None:
+        rng_ranks = ctx.gather_object(_rng_state())  # every rank takes part, rank 0 writes
+        if logger is None:
+            return
         wall = wall_before + time.perf_counter() - start_time
-        save_checkpoint(
-            run_dir,
-            _checkpoint_payload(
-                config, policy, optimizer, iteration, global_step, wall, logger.run_id
-            ),
+        payload = _checkpoint_payload(
+            config, policy, optimizer, iteration, global_step, wall, logger.run_id
         )
+        payload["world_size"] = ctx.world_size
+        if ctx.enabled:
+            payload["rng_ranks"] = rng_ranks
+        save_checkpoint(run_dir, payload)
 
     interrupted = None
     with _StopFlag() as stop:
         while iteration < num_iterations:
-            if stop.signal is not None:
-                interrupted = stop.signal
+            # Every rank stops at the same iteration, whichever of them got the signal.
+            signal_number = ctx.max_int(stop.signal or 0)
+            if signal_number:
+                interrupted = signal_number
                 break
             iteration += 1
             if algo.anneal_lr:
@@ -317,20 +402,20 @@ def _loop(
                     group["lr"] = fraction * algo.learning_rate
             iter_start = time.perf_counter()
             rollout, episodes = collector.collect(algo.gamma, algo.gae_lambda)
-            metrics = update(policy, optimizer, rollout, algo)
+            metrics = update(model, optimizer, rollout, algo)
+            episodes, metrics = _reduce_over_ranks(episodes, metrics, ctx)
             global_step += steps_per_iteration
             skipped = metrics.get("losses/skipped_updates", 0.0)
-            updates_per_iteration = (
-                1 if algo.algo == "a2c" else algo.update_epochs * algo.num_minibatches
-            )
-            skipped_in_a_row = skipped_in_a_row + 1 if skipped >= updates_per_iteration else 0
+            all_skipped = skipped >= metrics["losses/updates"]
+            skipped_in_a_row = skipped_in_a_row + 1 if all_skipped else 0
             metrics.update(_rollout_metrics(rollout, episodes))
             metrics.update(memory_metrics(policy, collector.state))
             metrics["charts/steps_per_second"] = steps_per_iteration / (
                 time.perf_counter() - iter_start
             )
             metrics["charts/learning_rate"] = optimizer.param_groups[0]["lr"]
-            logger.log(iteration, global_step, metrics)
+            if logger is not None:
+                logger.log(iteration, global_step, metrics)
             bar.update(steps_per_iteration)
             bar.set_postfix(
                 ret=f"{metrics['charts/episodic_return']:.2f}",
@@ -346,7 +431,8 @@ def _loop(
                     "try a lower --learning-rate or --max-grad-norm"
                 )
             last = iteration == num_iterations
-            if (config.heatmap_every and iteration % config.heatmap_every == 0) or last:
+            heatmap = (config.heatmap_every and iteration % config.heatmap_every == 0) or last
+            if logger is not None and heatmap:
                 images, histograms = retention_snapshot(
                     policy, config.env, device, run_dir / "retention", global_step, seed=config.seed
                 )
@@ -358,11 +444,21 @@ def _loop(
     if interrupted is not None:
         save()
         name = signal.Signals(interrupted).name
-        print(
-            f"{name}: checkpoint saved at step {global_step:,}; continue with "
-            f"`python train_rl.py --resume {run_dir}`"
-        )
+        if ctx.is_main:
+            launcher = "torchrun --nproc_per_node ..." if ctx.enabled else "python"
+            print(
+                f"{name}: checkpoint saved at step {global_step:,}; continue with "
+                f"`{launcher} train_rl.py --resume {run_dir}`"
+            )
         return {"interrupted": name, "global_step": global_step, "run_dir": str(run_dir)}
+    if not ctx.is_main:  # rank 0 alone evaluates and writes the summary
+        return {
+            "rank": ctx.rank,
+            "world_size": ctx.world_size,
+            "iterations": iteration,
+            "total_env_steps": global_step,
+            "run_dir": str(run_dir),
+        }
 
     loop_seconds = time.perf_counter() - start_time  # training only: no evaluation in it
     wall_seconds = wall_before + loop_seconds
@@ -385,7 +481,7 @@ def _loop(
         "memory": config.memory.kind,
         "seed": config.seed,
         "device": str(device),
-        "world_size": 1,
+        "world_size": ctx.world_size,
         "iterations": iteration,
         "total_env_steps": global_step,
         "wall_seconds": round(wall_seconds, 2),
@@ -398,8 +494,26 @@ def _loop(
         "run_dir": str(run_dir),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    logger.summary(summary)
+    if logger is not None:
+        logger.summary(summary)
     return summary
+
+
+def _reduce_over_ranks(
+    episodes: EpisodeStats, metrics: dict[str, float], ctx: DistContext
+) -> tuple[EpisodeStats, dict[str, float]]:
+    """Episode sums of all ranks and update metrics averaged over them, in one message.
+
+    Every rank has the same metric keys (the same update rule and number of minibatches).
+    """
+    if not ctx.enabled:
+        return episodes, metrics
+    keys = sorted(metrics)
+    totals = ctx.sum([*episodes, *(metrics[key] for key in keys)])
+    count, return_sum, length_sum, success_count, success_sum = totals[: len(episodes)]
+    summed = EpisodeStats(int(count), return_sum, length_sum, int(success_count), success_sum)
+    means = totals[len(episodes) :]
+    return summed, {key: value / ctx.world_size for key, value in zip(keys, means, strict=True)}
 
 
 def _rollout_metrics(rollout: Rollout, episodes: Any) -> dict[str, float]:

@@ -9,6 +9,12 @@
 Both use Gymnasium's default autoreset mode, ``NEXT_STEP``, which the learner relies on (see
 `docs/architecture.md`). Observations are handed out as a dict of tensors: the keys of a
 ``Dict`` space (text entries such as MiniGrid's ``mission`` are dropped), or ``{"obs": x}``.
+
+Failures of a Gymnasium env (its own exception, in this process or in an async worker, or a
+worker process that died) surface as one `EnvError` naming the env and the cause, never as a
+hang: the workers are then terminated rather than waited for. Async workers ignore SIGINT, so
+Ctrl-C at a terminal (which signals the whole process group) reaches the learner alone, which
+checkpoints and then closes its workers.
 """
 
 from __future__ import annotations
@@ -16,20 +22,34 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import signal
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from gymnasium.vector.async_vector_env import AsyncState, AsyncVectorEnv, _async_worker
 
 from agents.config import ConfigError
 
 ObsDict = dict[str, torch.Tensor]
+T = TypeVar("T")
 
 #: Gymnasium's async vector env starts one process per env; past this many per core, sync is faster.
 ASYNC_ENVS_PER_CORE = 4
+
+
+class EnvError(RuntimeError):
+    """An environment failed while the run stepped or reset it; the message is one line."""
+
+
+def _sigint_deaf_worker(*args: Any) -> None:
+    """Gymnasium's async worker, ignoring SIGINT (the learner decides when workers stop)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _async_worker(*args)
 
 
 def _import_registrations() -> None:
@@ -89,9 +109,15 @@ class TorchVectorEnv:
     env (converted once per step).
     """
 
-    def __init__(self, env: gym.vector.VectorEnv, device: torch.device) -> None:
+    def __init__(
+        self, env: gym.vector.VectorEnv, device: torch.device, env_id: str | None = None
+    ) -> None:
         self.env = env
         self.device = device
+        self.env_id = env_id or getattr(getattr(env, "spec", None), "id", None) or "env"
+        # Gymnasium (numpy) vector envs run user code: their errors become one EnvError.
+        self.guarded = isinstance(env, (gym.vector.SyncVectorEnv, AsyncVectorEnv))
+        self.failed = False
         self.num_envs = env.num_envs
         self.single_observation_space = env.single_observation_space
         self.single_action_space = env.single_action_space
@@ -133,8 +159,40 @@ class TorchVectorEnv:
                     out[key] = torch.as_tensor(array, device=self.device)
         return out
 
+    def _guard(self, what: str, call: Callable[[], T]) -> T:
+        """Run `call`; an exception of a Gymnasium env becomes an `EnvError` saying what broke."""
+        if not self.guarded:
+            return call()
+        try:
+            return call()
+        except Exception as error:
+            self.failed = True
+            raise EnvError(self._describe(what, error)) from error
+
+    def _describe(self, what: str, error: Exception) -> str:
+        if isinstance(self.env, AsyncVectorEnv) and isinstance(
+            error, (EOFError, BrokenPipeError, ConnectionError)
+        ):
+            codes = []
+            for index, process in enumerate(self.env.processes):
+                process.join(timeout=1.0)
+                if process.exitcode not in (None, 0):
+                    codes.append(f"worker {index} exit code {process.exitcode}")
+            dead = ", ".join(codes) or "a worker stopped answering"
+            return f"env {self.env_id!r}: a worker process died during {what} ({dead})"
+        message = str(error).strip().splitlines()
+        detail = f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+        where = ""
+        frames = error.__traceback__
+        while frames is not None and frames.tb_next is not None:
+            frames = frames.tb_next
+        if frames is not None and not isinstance(self.env, AsyncVectorEnv):
+            code = frames.tb_frame.f_code
+            where = f" at {os.path.basename(code.co_filename)}:{frames.tb_lineno} in {code.co_name}"
+        return f"env {self.env_id!r} failed in {what}: {detail}{where}"
+
     def reset(self, seed: int | None = None) -> tuple[ObsDict, dict[str, torch.Tensor]]:
-        obs, info = self.env.reset(seed=seed)
+        obs, info = self._guard("reset", lambda: self.env.reset(seed=seed))
         first = next(iter(obs.values())) if isinstance(obs, dict) else obs
         self.is_torch = torch.is_tensor(first)
         return self._obs(obs), self._info(info)
@@ -145,7 +203,9 @@ class TorchVectorEnv:
         """Step every env; `actions` is a ``[N]`` integer tensor on the device."""
         if not self.is_torch:
             actions = actions.cpu().numpy()
-        obs, reward, terminated, truncated, info = self.env.step(actions)
+        obs, reward, terminated, truncated, info = self._guard(
+            "step", lambda: self.env.step(actions)
+        )
         return (
             self._obs(obs),
             self._tensor(reward, torch.float32),
@@ -155,13 +215,26 @@ class TorchVectorEnv:
         )
 
     def close(self) -> None:
-        self.env.close()
+        """Close the envs; after a failure, terminate async workers instead of waiting on them."""
+        if not self.failed:
+            self.env.close()
+            return
+        try:  # the env's error is what the user must see: nothing raised here may mask it
+            if isinstance(self.env, AsyncVectorEnv):
+                self.env._state = AsyncState.DEFAULT  # no pending call to wait for: terminate
+                self.env.close(terminate=True)
+            else:
+                self.env.close()
+        except Exception:  # noqa: BLE001
+            for process in getattr(self.env, "processes", []):
+                if process.is_alive():
+                    process.terminate()
 
 
 def make_vector_env(env_id: str, num_envs: int, device: torch.device) -> TorchVectorEnv:
     """The best vector env for `env_id`: its batched twin when it has one, else Gymnasium's."""
     spec = resolve_spec(env_id)
-    env_id = spec.id
+    requested, env_id = env_id, spec.id
     if spec.vector_entry_point is not None:
         creator = gym.envs.registration.load_env_creator(spec.vector_entry_point)
         # torch twins take the device; other vector entry points (numpy) do not
@@ -194,5 +267,6 @@ def make_vector_env(env_id: str, num_envs: int, device: torch.device) -> TorchVe
             num_envs=num_envs,
             vectorization_mode="async" if use_async else "sync",
             wrappers=wrappers,
+            vector_kwargs={"worker": _sigint_deaf_worker} if use_async else None,
         )
-    return TorchVectorEnv(env, device)
+    return TorchVectorEnv(env, device, requested)

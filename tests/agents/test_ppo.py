@@ -17,8 +17,16 @@ def small_memory(kind: str) -> MemoryConfig:
     # capacity, spans and windows far below the chunk length: eviction, expiry and episode
     # starts all happen inside the chunk
     return MemoryConfig(
-        kind=kind, width=16, layers=2, heads=2, capacity=4, span_limit=8, ramp=2, window=3,
-        max_memory=6, span_init=0.5,
+        kind=kind,
+        width=16,
+        layers=2,
+        heads=2,
+        capacity=4,
+        span_limit=8,
+        ramp=2,
+        window=3,
+        max_memory=6,
+        span_init=0.5,
     )
 
 
@@ -40,9 +48,7 @@ def test_first_epoch_ratio_is_one(kind):
     ratio = (whole.logprobs - rollout.logprobs).exp()[valid]
     torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0, atol=1e-5)
     torch.testing.assert_close(whole.values[valid], rollout.values[valid], rtol=0, atol=1e-5)
-    torch.testing.assert_close(
-        subset.logprobs, rollout.logprobs[:, [4, 1]], rtol=0, atol=1e-5
-    )
+    torch.testing.assert_close(subset.logprobs, rollout.logprobs[:, [4, 1]], rtol=0, atol=1e-5)
 
     # and the update reports it: KL and clip fraction of a zero-learning-rate PPO update are 0
     optimizer = torch.optim.Adam(policy.parameters(), lr=0.0)
