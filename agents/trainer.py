@@ -38,6 +38,7 @@ from agents.distributed import (
 )
 from agents.evaluate import evaluate
 from agents.logging import RunLogger
+from agents.losses import explained_variance
 from agents.policy import ActorCritic
 from agents.ppo import ppo_update
 from agents.retention import memory_metrics, retention_snapshot
@@ -522,11 +523,7 @@ def _rollout_metrics(rollout: Rollout, episodes: Any) -> dict[str, float]:
         "charts/episode_length": _mean_or_nan(episodes.length_sum, episodes.episodes),
         "charts/success_rate": _mean_or_nan(episodes.success_sum, episodes.success_count),
         "charts/episodes": float(episodes.episodes),
-        "losses/explained_variance": _explained(rollout),
+        "losses/explained_variance": explained_variance(
+            rollout.values, rollout.returns, rollout.valid
+        ),
     }
-
-
-def _explained(rollout: Rollout) -> float:
-    from agents.losses import explained_variance
-
-    return explained_variance(rollout.values, rollout.returns, rollout.valid)
