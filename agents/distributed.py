@@ -11,7 +11,7 @@ stream, and the only things the processes exchange are
 - objects from rank 0 at the start (the checked config and the checkpoint to resume from)
   and the RNG states of every rank when a checkpoint is written.
 
-Without ``torchrun`` (``WORLD_SIZE`` unset or 1) `init_distributed` returns a single-process
+Without ``torchrun`` (``WORLD_SIZE`` unset or 1) `distributed_session` yields a single-process
 context whose collectives are identities, and nothing else changes.
 
 On GPUs the process group is ``cpu:gloo,cuda:nccl``: DDP's gradient buckets go through NCCL,
