@@ -15,6 +15,7 @@ from envs.grid import (
     BatchedGrid,
     BatchedGridVectorEnv,
     EnvSelection,
+    check_no_render,
     empty_layout,
     pack_cell,
 )
@@ -254,10 +255,7 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
         check_actions: bool | None = None,
         render_mode: str | None = None,
     ) -> None:
-        if render_mode is not None:
-            raise ValueError(
-                f"render_mode={render_mode!r} is not allowed: the twin does not render"
-            )
+        check_no_render(render_mode)
         self.min_length, self.max_length = _check_lengths(length, min_length, max_length)
         if max_steps is not None and max_steps < 1:
             raise ValueError(f"max_steps={max_steps!r} is not allowed: it must be >= 1")

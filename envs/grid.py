@@ -67,6 +67,13 @@ def check_view_size(agent_view_size: int) -> None:
         )
 
 
+def check_no_render(render_mode: str | None) -> None:
+    """Raise ``ValueError`` for any ``render_mode``: the batched twins do not render
+    (the MiniGrid classes of the same ids do)."""
+    if render_mode is not None:
+        raise ValueError(f"render_mode={render_mode!r} is not allowed: the twin does not render")
+
+
 def _overlap_table() -> torch.Tensor:
     """Bool table indexed by ``type | state << 8``: can the agent step onto this cell?"""
     table = torch.zeros(1 << 16, dtype=torch.bool)

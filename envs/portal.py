@@ -15,6 +15,7 @@ from envs.grid import (
     BatchedGrid,
     BatchedGridVectorEnv,
     EnvSelection,
+    check_no_render,
     empty_layout,
 )
 from envs.minigrid_base import LetheMiniGridEnv
@@ -243,10 +244,7 @@ class PortalVectorEnv(BatchedGridVectorEnv):
         check_actions: bool | None = None,
         render_mode: str | None = None,
     ) -> None:
-        if render_mode is not None:
-            raise ValueError(
-                f"render_mode={render_mode!r} is not allowed: the twin does not render"
-            )
+        check_no_render(render_mode)
         _check_rooms(num_rooms, hallway_length)
         if max_steps < 1:
             raise ValueError(f"max_steps={max_steps!r} is not allowed: it must be >= 1")
