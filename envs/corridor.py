@@ -15,6 +15,7 @@ from envs.grid import (
     BatchedGrid,
     BatchedGridVectorEnv,
     EnvSelection,
+    check_max_steps,
     check_no_render,
     empty_layout,
     pack_cell,
@@ -181,8 +182,8 @@ class CorridorEnv(LetheMiniGridEnv):
         render_mode: str | None = None,
     ) -> None:
         self.min_length, self.max_length = _check_lengths(length, min_length, max_length)
-        if max_steps is not None and max_steps < 1:
-            raise ValueError(f"max_steps={max_steps!r} is not allowed: it must be >= 1")
+        if max_steps is not None:
+            check_max_steps(max_steps)
         self.fixed_max_steps = max_steps
         self.progress_reward = _check_progress_reward(progress_reward)
         self.length, self.cue, self.best_x = self.max_length, 0, START_X
@@ -257,8 +258,8 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
     ) -> None:
         check_no_render(render_mode)
         self.min_length, self.max_length = _check_lengths(length, min_length, max_length)
-        if max_steps is not None and max_steps < 1:
-            raise ValueError(f"max_steps={max_steps!r} is not allowed: it must be >= 1")
+        if max_steps is not None:
+            check_max_steps(max_steps)
         self.fixed_max_steps = max_steps
         self.progress_reward = _check_progress_reward(progress_reward)
         device = torch.device(device)

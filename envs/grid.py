@@ -67,6 +67,12 @@ def check_view_size(agent_view_size: int) -> None:
         )
 
 
+def check_max_steps(max_steps: int) -> None:
+    """Raise ``ValueError`` unless an episode may last at least one step."""
+    if max_steps < 1:
+        raise ValueError(f"max_steps={max_steps!r} is not allowed: it must be >= 1")
+
+
 def check_no_render(render_mode: str | None) -> None:
     """Raise ``ValueError`` for any ``render_mode``: the batched twins do not render
     (the MiniGrid classes of the same ids do)."""

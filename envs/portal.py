@@ -15,6 +15,7 @@ from envs.grid import (
     BatchedGrid,
     BatchedGridVectorEnv,
     EnvSelection,
+    check_max_steps,
     check_no_render,
     empty_layout,
 )
@@ -167,8 +168,7 @@ class PortalEnv(LetheMiniGridEnv):
         render_mode: str | None = None,
     ) -> None:
         _check_rooms(num_rooms, hallway_length)
-        if max_steps < 1:
-            raise ValueError(f"max_steps={max_steps!r} is not allowed: it must be >= 1")
+        check_max_steps(max_steps)
         self.geometry = PortalGeometry(int(num_rooms), int(hallway_length))
         self._layout_cells = portal_layout(self.geometry)
         self._portals = self.geometry.portals()
@@ -246,8 +246,7 @@ class PortalVectorEnv(BatchedGridVectorEnv):
     ) -> None:
         check_no_render(render_mode)
         _check_rooms(num_rooms, hallway_length)
-        if max_steps < 1:
-            raise ValueError(f"max_steps={max_steps!r} is not allowed: it must be >= 1")
+        check_max_steps(max_steps)
         device = torch.device(device)
         self.geometry = geometry = PortalGeometry(int(num_rooms), int(hallway_length))
         grid = BatchedGrid(num_envs, portal_layout(geometry), agent_view_size, device, shared=True)
