@@ -140,11 +140,11 @@ class RolloutCollector:
         self.episode_length = torch.zeros(n, device=device)
         self.last_event = torch.zeros(n, dtype=torch.long, device=device)
 
-    def act(self, logits: torch.Tensor) -> torch.Tensor:
-        """Sample an action (or take the most likely one when deterministic)."""
-        if self.deterministic:
-            return logits.argmax(-1)
-        return Categorical(logits=logits).sample()
+    def act(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """An action (sampled, or the most likely one when deterministic) and its log-prob."""
+        dist = Categorical(logits=logits)
+        action = logits.argmax(-1) if self.deterministic else dist.sample()
+        return action, dist.log_prob(action)
 
     @torch.no_grad()
     def collect(self, gamma: float, gae_lambda: float) -> tuple[Rollout, EpisodeStats]:
@@ -164,11 +164,11 @@ class RolloutCollector:
 
         for t in range(T):
             logits, value, self.state = self.policy.step(self.obs, self.state, self.episode_start)
-            action = self.act(logits)
+            action, logprob = self.act(logits)
             for key, value_t in self.obs.items():
                 obs_store[key][t] = value_t
             actions[t] = action
-            logprobs[t] = Categorical(logits=logits).log_prob(action)
+            logprobs[t] = logprob
             values[t] = value
             starts[t] = self.episode_start
             valid[t] = ~self.reset_step
