@@ -179,3 +179,25 @@ def validate(config: TrainConfig) -> None:
     _require(algo.clip_coef > 0, f"--clip-coef must be > 0, got {algo.clip_coef}")
     _require(config.dist_timeout > 0, f"--dist-timeout must be > 0, got {config.dist_timeout}")
     _require(algo.max_grad_norm > 0, f"--max-grad-norm must be > 0, got {algo.max_grad_norm}")
+
+
+def advisories(config: TrainConfig) -> list[str]:
+    """Settings that run but defeat their purpose: one line each (the trainer warns with them).
+
+    Expire-Span spans learn only while a memory sits in its ramp (age between its span and
+    span + ramp). A memory is visible for at most ``capacity`` steps before eviction, so with
+    ``capacity`` at most the initial span no memory ever reaches the ramp: spans get no
+    gradient and stay where they start (a fixed window, not a learned one).
+    """
+    mem, out = config.memory, []
+    if mem.kind == "expire-span":
+        initial = mem.span_init * mem.span_limit
+        if mem.capacity <= initial:
+            out.append(
+                f"--capacity {mem.capacity} is at most the initial span of {initial:g} steps "
+                f"(--span-init {mem.span_init} x --span-limit {mem.span_limit}): memories are "
+                "evicted before they reach the ramp, where spans learn, so the spans will stay "
+                f"as they start; use --capacity > {initial + mem.ramp:g} (initial span + "
+                "--ramp) or a smaller --span-init"
+            )
+    return out

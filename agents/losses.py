@@ -46,7 +46,7 @@ def evaluate_rollout(
         state = index_state(rollout.initial_state, env_idx) if has_memory else ()
         starts, actions = rollout.episode_starts[:, env_idx], rollout.actions[:, env_idx]
     logits, values, aux = policy(obs, state, starts)
-    dist = Categorical(logits=logits)
+    dist = Categorical(logits=logits, validate_args=False)
     return Evaluation(dist.log_prob(actions), dist.entropy(), values, aux)
 
 

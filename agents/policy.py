@@ -182,7 +182,9 @@ class ActorCritic(nn.Module):
         features = self.encoder(obs)  # [T, N, width]
         aux = features.new_zeros(())
         if self.memory is not None:
-            features, aux, _ = self.memory.sequence(features, state, episode_starts)
+            features, aux, _ = self.memory.sequence(
+                features, state, episode_starts, return_state=False
+            )
         return self.actor(features), self.critic(features).squeeze(-1), aux
 
     def forward(

@@ -142,7 +142,7 @@ class RolloutCollector:
 
     def act(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """An action (sampled, or the most likely one when deterministic) and its log-prob."""
-        dist = Categorical(logits=logits)
+        dist = Categorical(logits=logits, validate_args=False)
         action = logits.argmax(-1) if self.deterministic else dist.sample()
         return action, dist.log_prob(action)
 

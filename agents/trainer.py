@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from agents.a2c import a2c_update
 from agents.checkpoint import load_checkpoint, save_checkpoint
-from agents.config import ConfigError, TrainConfig, validate
+from agents.config import ConfigError, TrainConfig, advisories, validate
 from agents.distributed import (
     SINGLE_PROCESS,
     DistContext,
@@ -191,6 +192,8 @@ def prepare_run(
         saved.run_dir = str(run_dir)
         config = saved
     validate(config)
+    for message in advisories(config):
+        warnings.warn(message, stacklevel=3)
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
     config.run_dir = str(run_dir)
     if not resume and not overwrite and run_dir.exists() and any(run_dir.iterdir()):

@@ -1,11 +1,12 @@
 """Training throughput: Lethe PPO against sb3-contrib's RecurrentPPO, side by side in one run.
 
-    python benchmarks/train_throughput.py                 # CPU, the README's table
-    python benchmarks/train_throughput.py --device cuda --num-envs 4096
+    python benchmarks/train_throughput.py                 # CPU, all cores: the README's table
+    python benchmarks/train_throughput.py --device cuda --lethe-configs 4096x32/8
 
 Both train PPO with a recurrent memory on ``Lethe/Corridor-v0``: RecurrentPPO (LSTM) through
 SB3's vector env of MiniGrid environments, Lethe through the batched twin. Env steps per
-second count every env step of training (collection and updates), not evaluation.
+second count every env step of training (collection and updates), not evaluation. Both
+run in this one process with the same torch thread count (``--threads``, default all cores).
 """
 
 from __future__ import annotations
@@ -66,15 +67,19 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--lethe-configs",
-        default="32x64/8,256x128/4",
+        default="32x64/8,256x128/4,1024x32/8",
         help="envs x rollout steps / minibatches, comma-separated (the first is the default)",
     )
     parser.add_argument("--lethe-steps", type=int, default=131_072)
     parser.add_argument("--sb3-steps", type=int, default=4_096)
     parser.add_argument("--memories", default="expire-span,gru")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads, for both (0: all cores)"
+    )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
 
     rows = [
         (
@@ -93,9 +98,7 @@ def main() -> None:
             rows.append((label, rate))
     base = rows[0][1]
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(
-        f"\nTraining env steps / s on Lethe/Corridor-v0 ({name}, {args.threads} torch thread(s))\n"
-    )
+    print(f"\nTraining env steps / s on Lethe/Corridor-v0 ({name}, {threads} torch thread(s))\n")
     print(f"| {'learner':<50} | {'steps/s':>10} | {'vs RecurrentPPO':>15} |")
     print(f"|{'-' * 52}|{'-' * 12}|{'-' * 17}|")
     for label, rate in rows:

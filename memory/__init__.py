@@ -5,6 +5,7 @@
 - ``initial_state(batch_size, device) -> State``
 - ``step(x [B, D], state, episode_start [B] bool) -> (y [B, output_dim], State)``
 - ``sequence(x [T, B, D], state, episode_starts [T, B] bool) -> (y [T, B, output_dim], aux, State)``
+  (``return_state=False``: the attention cores skip the state after the chunk, ``None``)
 
 ``sequence`` equals ``T`` calls of ``step`` (train and eval mode; no dropout). Memories of an
 env whose episode starts are cleared before that step's input.

@@ -79,11 +79,13 @@ class Memory(nn.Module, ABC):
 
     @abstractmethod
     def sequence(
-        self, x: Tensor, state: State, episode_starts: Tensor
-    ) -> tuple[Tensor, Tensor, State]:
+        self, x: Tensor, state: State, episode_starts: Tensor, *, return_state: bool = True
+    ) -> tuple[Tensor, Tensor, State | None]:
         """A chunk: ``x [T, B, D]``, ``episode_starts [T, B]`` -> ``(y [T, B, out], aux, state)``.
 
-        ``aux`` is a scalar tensor to add to the loss (zero for cores without one).
+        ``aux`` is a scalar tensor to add to the loss (zero for cores without one). With
+        ``return_state=False`` a core may skip building the state after the chunk (an update
+        does not need it) and return ``None`` in its place.
         """
 
     def _param_dtype(self) -> torch.dtype:

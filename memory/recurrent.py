@@ -73,9 +73,17 @@ class RecurrentMemory(Memory):
         return y[0], state
 
     def sequence(
-        self, x: Tensor, state: GRUState | LSTMState, episode_starts: Tensor
+        self,
+        x: Tensor,
+        state: GRUState | LSTMState,
+        episode_starts: Tensor,
+        *,
+        return_state: bool = True,
     ) -> tuple[Tensor, Tensor, GRUState | LSTMState]:
-        """A chunk ``x [T, B, D]``; no auxiliary loss (returns a zero scalar)."""
+        """A chunk ``x [T, B, D]``; no auxiliary loss (returns a zero scalar).
+
+        The state after the chunk comes for free, so it is returned whatever ``return_state``.
+        """
         steps = x.shape[0]
         any_start = episode_starts[1:].any(dim=1).nonzero().flatten() + 1
         bounds = [0, *any_start.tolist(), steps]

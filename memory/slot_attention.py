@@ -140,11 +140,16 @@ class MaskedSlotAttention(torch.autograd.Function):
         chunk_mask: Tensor,
     ) -> Tensor:
         """``q [B, H, Q, d]``, ``k``/``v [B, H, K, d]``, ``bias [H, n]`` -> ``[B, H, Q, d]``."""
+        # Head-major and contiguous once: every product below (and in backward) then reads
+        # its operands in place, transposed or not, instead of copying per product.
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        batch, heads, queries = q.shape[:3]
         n_slots = slot_bucket.shape[-1]
         logits = torch.matmul(q, k.transpose(-1, -2))  # [B, H, Q, K]
         slot_logits = logits[..., :n_slots]  # [B, H, Q, S]
-        slot_bias = bias.index_select(1, slot_bucket.flatten()).view(-1, *slot_bucket.shape)
-        slot_logits += (slot_bias + slot_mask).transpose(0, 1)  # [H, B, Q, S] -> [B, H, Q, S]
+        slot_index = slot_bucket[:, None].expand(batch, heads, queries, n_slots)
+        slot_logits += bias[None, :, None].expand(batch, heads, queries, -1).gather(-1, slot_index)
+        slot_logits += slot_mask[:, None]
         chunk_logits = logits[..., n_slots:]  # [B, H, Q, T]
         chunk_logits += bias[:, chunk_bucket]
         chunk_logits += chunk_mask.unsqueeze(1)
@@ -159,8 +164,9 @@ class MaskedSlotAttention(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         q, k, v, probs, out, slot_bucket, chunk_bucket = ctx.saved_tensors
         n_slots, n_buckets = slot_bucket.shape[-1], ctx.n_buckets
-        batch, heads = probs.shape[:2]
+        batch, heads, queries = probs.shape[:3]
         need = ctx.needs_input_grad
+        grad_out = grad_out.contiguous()
         grad_v = torch.matmul(probs.transpose(-1, -2), grad_out) if need[2] else None
         # d logits = p * (dp - sum_k p dp), and sum_k p dp = sum_d out * grad_out.
         grad_logits = torch.matmul(grad_out, v.transpose(-1, -2))  # [B, H, Q, K]
@@ -172,15 +178,53 @@ class MaskedSlotAttention(torch.autograd.Function):
         grad_chunk = grad_logits[..., n_slots:]  # [B, H, Q, T]
         grad_bias = None
         if need[3]:
+            # Slots: per (env, head, query) a histogram over buckets, then summed: the
+            # gradient is read in its own layout. Chunk pairs share one [Q, T] bucket table.
+            slot_index = slot_bucket[:, None].expand(batch, heads, queries, n_slots)
+            per_query = grad_logits.new_zeros(batch, heads, queries, n_buckets)
+            grad_bias = per_query.scatter_add_(-1, slot_index, grad_slot).sum((0, 2))  # [H, n]
             head = torch.arange(heads, device=q.device)[:, None, None] * n_buckets  # [H, 1, 1]
-            grad_bias = torch.zeros(heads * n_buckets, dtype=q.dtype, device=q.device)
-            slot_index = (head[:, None] + slot_bucket).expand(heads, batch, -1, -1)
-            grad_bias.scatter_add_(0, slot_index.flatten(), grad_slot.transpose(0, 1).flatten())
-            grad_bias.scatter_add_(0, (head + chunk_bucket).flatten(), grad_chunk.sum(0).flatten())
-            grad_bias = grad_bias.view(heads, n_buckets)
+            grad_bias.view(-1).scatter_add_(
+                0, (head + chunk_bucket).flatten(), grad_chunk.sum(0).flatten()
+            )
         grad_slot_mask = grad_slot.sum(1) if need[6] else None
         grad_chunk_mask = grad_chunk.sum(1) if need[7] else None
         return grad_q, grad_k, grad_v, grad_bias, None, None, grad_slot_mask, grad_chunk_mask
+
+
+class RampLogMask(torch.autograd.Function):
+    """The Expire-Span log mask of every (query, memory) pair, from the memories' spans.
+
+    Forward: ``m_qk = clamp((X_k - t_q) / R, 0, 1)`` with ``X_k = w_k + e_k + R``, and
+    ``log m_qk`` where ``visible`` and ``m_qk > 0``, ``-inf`` elsewhere (as `log_soft_mask`).
+    Also returns which pairs are in the ramp (``visible``, ``0 < m < 1``).
+
+    Backward, by hand: only pairs in the ramp depend on the span, with
+    ``d log m_qk / d e_k = 1 / (X_k - t_q)``, so ``grad_e_k = sum_q grad_qk / (X_k - t_q)``
+    over those pairs: one product and one sum instead of autograd's chain of ``[B, Q, K]``
+    operations through the clamp, the log and the masking.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, span: Tensor, write_step: Tensor, t_query: Tensor, visible: Tensor, ramp: float
+    ) -> tuple[Tensor, Tensor]:
+        """``span``/``write_step [B, K]``, ``t_query [B, Q, 1]``, ``visible [B, Q, K]``."""
+        expiry = write_step.to(span.dtype) + span + ramp  # [B, K]
+        remaining = expiry[:, None] - t_query.to(span.dtype)  # [B, Q, K]  X - t
+        mask = (remaining / ramp).clamp(0.0, 1.0)
+        positive = visible & (mask > 0)
+        in_ramp = positive & (mask < 1)
+        log_mask = torch.where(positive, mask, 1.0).log_().masked_fill_(~positive, -math.inf)
+        ctx.save_for_backward(torch.where(in_ramp, remaining, math.inf))
+        ctx.mark_non_differentiable(in_ramp)
+        return log_mask, in_ramp
+
+    @staticmethod
+    def backward(ctx, grad_log_mask: Tensor, _grad_in_ramp: Tensor) -> tuple[Tensor | None, ...]:
+        (remaining,) = ctx.saved_tensors  # X - t in the ramp, inf elsewhere
+        grad_span = (grad_log_mask / remaining).sum(1) if ctx.needs_input_grad[0] else None
+        return grad_span, None, None, None, None
 
 
 def exclusive_cumsum(flags: Tensor, dtype: torch.dtype) -> Tensor:
@@ -246,12 +290,14 @@ class SlotLayer(nn.Module):
             self.proj_key.weight,
             self.proj_value.weight,
         )
-        qkv = F.linear(normed, torch.cat([w_query * scale, w_key, w_value]))  # [B, T, 3D]
-        slot_kv = F.linear(slot_normed, torch.cat([w_key, w_value]))  # [B, S, 2D]
-        q = self.heads(qkv[..., :d_model])  # [B, H, T, d]
-        kv = torch.cat([slot_kv, qkv[..., d_model:]], 1)  # [B, K, 2D]
-        k = self.heads(kv[..., :d_model])  # [B, H, K, d]
-        v = self.heads(kv[..., d_model:])  # [B, H, K, d]
+        # One product per input, split (not sliced: a split's backward is one concatenation,
+        # a slice's a zero-filled copy per slice).
+        w_qkv = torch.cat([w_query * scale, w_key, w_value])  # [3D, D]
+        q, chunk_k, chunk_v = F.linear(normed, w_qkv).split(d_model, -1)  # [B, T, D] each
+        slot_k, slot_v = F.linear(slot_normed, torch.cat([w_key, w_value])).split(d_model, -1)
+        q = self.heads(q)  # [B, H, T, d]
+        k = self.heads(torch.cat([slot_k, chunk_k], 1))  # [B, H, K, d]
+        v = self.heads(torch.cat([slot_v, chunk_v], 1))  # [B, H, K, d]
         out = MaskedSlotAttention.apply(
             q, k, v, self.position_bias, slot_bucket, chunk_bucket, slot_mask, chunk_mask
         )  # [B, H, T, d]
@@ -360,7 +406,8 @@ class SlotTransformer(Memory):
         """Span in steps for memories with normed hidden ``normed [..., D]`` -> ``[...]``."""
         if layer.span_predictor is None:
             return normed.new_full(normed.shape[:-1], self.fixed_span)
-        logit = layer.span_predictor(normed / self.pre_div).squeeze(-1)
+        logit = layer.span_predictor(normed if self.pre_div == 1 else normed / self.pre_div)
+        logit = logit.squeeze(-1)
         return self.max_span * torch.sigmoid(logit)
 
     def expiry(self, write_step: Tensor, span: Tensor) -> Tensor:
@@ -425,27 +472,26 @@ class SlotTransformer(Memory):
         now_bucket = self.bucket(t.new_zeros(()))  # age 0
 
         h = self.input_proj(x)  # [B, D]
-        inputs, spans_now, expiries_now = [], [], []
+        inputs, spans_now = [], []
         for index, layer in enumerate(self.layers):
             normed = layer.norm_attn(h)  # [B, D]
             slot_normed = layer.norm_attn(state.hidden[:, index])  # [B, S, D]
             span_now = self.predict_span(layer, normed)  # [B]
-            expiry_now = self.expiry(t, span_now)  # [B]
-            now_log_mask = log_soft_mask(self.soft_mask(expiry_now, t), expiry_now > t_f)  # [B]
             bias = layer.position_bias  # [H, buckets]
             slot_add = bias[:, slot_bucket[:, index]].transpose(0, 1)  # [B, H, S]
             slot_add = slot_add + slot_log_mask[:, index, None, :]
-            now_add = bias[:, now_bucket] + now_log_mask[:, None]  # [B, H]
+            # The step's own memory: mask clamp((e + R) / R, 0, 1) = 1 (e >= 0), log mask 0.
+            now_add = bias[:, now_bucket].expand(batch, -1)  # [B, H]
             attn = layer.attend_step(normed, slot_normed, slot_add, now_add)  # [B, D]
             inputs.append(h)
             spans_now.append(span_now)
-            expiries_now.append(expiry_now)
             h = layer.feed_forward(h + attn)  # [B, D]
 
         # Offer step t's memory to every layer: drop what is dead from t+1 on, then evict the
         # lowest-ranked memory of layers over capacity.
         span_now = torch.stack(spans_now, 1)  # [B, L]
-        expiry_all = torch.cat([slot_expiry, torch.stack(expiries_now, 1)[..., None]], -1)
+        expiry_now = self.expiry(t[:, None], span_now)  # [B, L]
+        expiry_all = torch.cat([slot_expiry, expiry_now[..., None]], -1)  # [B, L, S+1]
         write_all = torch.cat([state.write_step, t_slot.expand(-1, n_layers, 1)], -1)
         alive_all = torch.cat([alive, alive.new_ones(batch, n_layers, 1)], -1)  # [B, L, S+1]
         keep = alive_all & (expiry_all > t_f[:, None, None] + 1)  # [B, L, S+1]
@@ -476,13 +522,15 @@ class SlotTransformer(Memory):
 
     # ------------------------------------------------------------------ sequence
     def sequence(
-        self, x: Tensor, state: SlotState, episode_starts: Tensor
-    ) -> tuple[Tensor, Tensor, SlotState]:
+        self, x: Tensor, state: SlotState, episode_starts: Tensor, *, return_state: bool = True
+    ) -> tuple[Tensor, Tensor, SlotState | None]:
         """A chunk ``x [T, B, D]`` in one batched pass; equals ``T`` calls of ``step``.
 
         Returns ``(y [T, B, D], aux_loss, state)``; ``aux_loss`` is the Expire-Span span loss
-        (zero for window and full). With ``span_noise`` and in training mode, masks use spans
-        clamped at ``u * L``, ``u ~ U(0, 1)`` per call; slot bookkeeping uses the true spans.
+        (zero for window and full); ``state`` is ``None`` with ``return_state=False`` (the
+        top-``capacity`` selection after the chunk is skipped). With ``span_noise`` and in
+        training mode, masks use spans clamped at ``u * L``, ``u ~ U(0, 1)`` per call; slot
+        bookkeeping uses the true spans.
 
         Keys are the ``S`` state slots then the ``T`` chunk steps. Query/key pairs are kept in
         two blocks, slots ``[B, T, S]`` and chunk ``[B, T, T]``; inside an episode the age of a
@@ -578,23 +626,25 @@ class SlotTransformer(Memory):
             mask_span = span_slot, span_chunk
             if noise is not None:
                 mask_span = span_slot.clamp(max=noise), span_chunk.clamp(max=noise)
-            slot_mask = self.soft_mask(self.expiry(slot_write, mask_span[0])[:, None], t_query)
-            chunk_mask = self.soft_mask(self.expiry(t, mask_span[1])[:, None], t_query)
+            slot_log_mask, slot_ramp = RampLogMask.apply(
+                mask_span[0], slot_write, t_query, slot_visible, self.ramp
+            )  # [B, T, S]
+            chunk_log_mask, chunk_ramp = RampLogMask.apply(
+                mask_span[1], t, t_query, chunk_visible, self.ramp
+            )  # [B, T, T]
             slot_age = t[:, :, None] - slot_write[:, None]  # [B, T, S]
             attn = layer.attend_chunk(
                 normed,
                 slot_normed,
                 self.bucket(slot_age),
                 chunk_bucket,
-                log_soft_mask(slot_mask, slot_visible),
-                log_soft_mask(chunk_mask, chunk_visible),
+                slot_log_mask,
+                chunk_log_mask,
             )  # [B, T, D]
             if self.learn_span and self.span_loss_coef > 0:
                 # Paper's code: remaining span of every (query, memory) pair in the ramp,
                 # / R (each memory sits R steps in the ramp), averaged over queries. Its
                 # gradient is, per memory, the number of its pairs in the ramp.
-                slot_ramp = slot_visible & (slot_mask > 0) & (slot_mask < 1)  # [B, T, S]
-                chunk_ramp = chunk_visible & (chunk_mask > 0) & (chunk_mask < 1)  # [B, T, T]
                 with torch.no_grad():
                     remaining = (
                         torch.where(
@@ -610,6 +660,9 @@ class SlotTransformer(Memory):
                 remaining = remaining + (linear - linear.detach())
                 aux = aux + self.span_loss_coef * remaining / (self.ramp * steps * batch)
 
+            layer_input, h = h, layer.feed_forward(h + attn)
+            if not return_state:
+                continue
             # State after the chunk: top-capacity of the last episode's live memories.
             write_k = torch.cat([slot_write, t], 1)  # [B, K]
             fixed_x = torch.cat([slot_x, chunk_x], 1)  # [B, K]
@@ -624,14 +677,15 @@ class SlotTransformer(Memory):
                 torch.where(eligible, fixed_x, -torch.inf), torch.where(eligible, write_k, -1)
             )[:, :capacity]  # [B, S]
             keep = eligible.gather(1, ranked)  # [B, S]
-            hidden_k = torch.cat([hid_l, h], 1)  # [B, K, D]
+            hidden_k = torch.cat([hid_l, layer_input], 1)  # [B, K, D]
             gathered = hidden_k.gather(1, ranked[..., None].expand(-1, -1, self.d_model))
             span_k = torch.cat([span_slot, span_chunk], 1)  # [B, K]
             new_hidden.append(gathered * keep[..., None])
             new_write.append(write_k.gather(1, ranked) * keep)
             new_span.append(torch.where(keep, span_k.gather(1, ranked), 0.0))
             new_alive.append(keep)
-            h = layer.feed_forward(h + attn)
+        if not return_state:
+            return self.out_norm(h).transpose(0, 1), aux, None
         new_state = SlotState(
             hidden=torch.stack(new_hidden, 1),
             write_step=torch.stack(new_write, 1),

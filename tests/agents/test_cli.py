@@ -174,3 +174,22 @@ def test_minigrid_id_with_dict_observations(tmp_path):
     ]
     assert train_rl.main(args) == 0
     assert json.loads((run_dir / "summary.json").read_text())["memory"] == "lstm"
+
+
+def test_a_capacity_that_stops_spans_from_learning_is_warned_about(tmp_path):
+    """Memories evicted before they reach the ramp never teach their span: one warning line
+    naming the values (the run itself is valid: it just cannot learn spans)."""
+    from agents.config import MemoryConfig, TrainConfig, advisories
+
+    assert advisories(TrainConfig()) == []  # defaults: capacity 32 > 8 + 4
+    stuck = TrainConfig(memory=MemoryConfig(capacity=8))  # initial span 0.125 x 64 = 8
+    (message,) = advisories(stuck)
+    assert "--capacity 8" in message and "8 steps" in message and "> 12" in message
+    assert "\n" not in message
+    assert advisories(TrainConfig(memory=MemoryConfig(kind="window", capacity=8))) == []
+    with pytest.warns(UserWarning, match="evicted before they reach the ramp"):
+        train_rl.main(
+            ["--env", "Lethe/Corridor-S-v0", "--capacity", "8", "--total-steps", "64"]
+            + ["--num-envs", "2", "--rollout-steps", "32", "--eval-episodes", "0"]
+            + ["--wandb", "disabled", "--no-progress", "--run-dir", str(tmp_path / "run")]
+        )

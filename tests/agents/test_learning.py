@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from agents import AlgoConfig, MemoryConfig, TrainConfig, train
-from envs.events import CUE_VISIBLE, NONE
+from envs.events import CORRECT_ARM, CUE_VISIBLE, JUNCTION_REACHED, NONE
 
 ENV = "Lethe/Corridor-S-v0"  # corridor length 5 to 10, the cue visible only at the start
 
@@ -39,18 +39,21 @@ def trained_ppo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """One Expire-Span PPO run on the short Corridor, shared by the tests that need it.
 
     With the default spans: they start short (8 steps, ramp 4), so the memories of a
-    5-to-10-step corridor pass through the ramp, where Expire-Span learns.
+    5-to-10-step corridor pass through the ramp, where Expire-Span learns. One layer: with
+    two, the cue can also be relayed (layer 1 stores layer 0's output, which attended to the
+    cue), so whether the cue observation itself is kept would be up to the run; with one
+    layer the cue observation's memory is the only way the cue reaches the junction.
     """
     config = TrainConfig(
         env=ENV,
         num_envs=32,
-        total_steps=200_000,  # success >= 0.9 from ~64k steps; the spans sort out later
+        total_steps=200_000,  # training success 0.97 at ~75k steps; the spans settle later
         seed=1,
         run_dir=str(tmp_path_factory.mktemp("ppo") / "run"),
         wandb="disabled",
         heatmap_every=0,
         eval_episodes=200,
-        memory=MemoryConfig(kind="expire-span"),
+        memory=MemoryConfig(kind="expire-span", layers=1),
         algo=AlgoConfig(algo="ppo"),
     )
     return Path(config.run_dir), train(config, progress=False)
@@ -62,55 +65,42 @@ def test_expire_span_ppo_learns_the_cue(trained_ppo: tuple[Path, dict]) -> None:
     assert summary["eval"]["success_rate"] >= 0.9
 
 
-def cue_colour(seed: int) -> int:
-    """MiniGrid colour index of the cue ball of the episode `seed` (1 green, 0 red)."""
-    from agents.vec import make_vector_env
-
-    env = make_vector_env(ENV, 1, torch.device("cpu"))
-    obs, _ = env.reset(seed=seed)
-    env.close()
-    image = obs["obs"][0]  # [V, V, 3]: the cue lies in the cell left of the start cell
-    assert int(image[0, 2, 0]) == 6, "the cue ball is visible at the start"
-    return int(image[0, 2, 1])
-
-
 @pytest.mark.slow
-def test_trained_agent_keeps_the_cue_longer(trained_ppo: tuple[Path, dict]) -> None:
-    """The predicted span of the cue observation is far above the corridor's.
-
-    The agent learns to keep one of the two cue colours (remembering "green was seen" is
-    enough to tell the arms apart), so the colour it keeps gets at least 3x the span of the
-    steps without an event, and the mean over both colours at least 2x.
+def test_trained_agent_keeps_the_cue_until_the_junction(trained_ppo: tuple[Path, dict]) -> None:
+    """What the one-layer agent must keep to succeed, it keeps: in the episodes it wins, a
+    cue observation is still in memory (mask > 0) when the agent reaches the junction, and
+    the cue's predicted span exceeds that of the corridor steps without an event.
     """
     from agents.analyze import load_policy
     from agents.retention import track_episode
 
     run_dir, _ = trained_ppo
     policy, *_ = load_policy(run_dir, "cpu", None)
-    seeds = range(24)
-    records = [track_episode(policy, ENV, torch.device("cpu"), seed) for seed in seeds]
+    records = [track_episode(policy, ENV, torch.device("cpu"), seed) for seed in range(40)]
+    kept_at_junction = []
+    for record in records:
+        events = record.events
+        if not (events == CORRECT_ARM).any() or not (events == JUNCTION_REACHED).any():
+            continue
+        junction = int(np.argmax(events == JUNCTION_REACHED))
+        cue_steps = np.flatnonzero(events == CUE_VISIBLE)
+        kept_at_junction.append(bool((record.keep[0, cue_steps, junction] > 0).any()))
+    assert len(kept_at_junction) >= 30  # most tracked episodes are won
+    assert np.mean(kept_at_junction) >= 0.9, kept_at_junction
     spans = np.concatenate([r.span[0] for r in records])  # layer 0, [sum T]
     events = np.concatenate([r.events for r in records])
-    other = np.nanmean(spans[events == NONE])
-    cue_span = {
-        seed: float(r.span[0][r.events == CUE_VISIBLE].mean())
-        for seed, r in zip(seeds, records, strict=True)
-    }
-    by_colour = {
-        colour: np.mean([span for seed, span in cue_span.items() if cue_colour(seed) == colour])
-        for colour in (0, 1)
-    }
-    assert max(by_colour.values()) >= 3 * other, (by_colour, other)
-    assert np.mean(list(cue_span.values())) >= 2 * other, (cue_span, other)
+    cue, other = np.nanmean(spans[events == CUE_VISIBLE]), np.nanmean(spans[events == NONE])
+    assert cue > other, (cue, other)
 
 
 @pytest.mark.slow
 def test_expire_span_a2c_learns_the_cue(tmp_path: Path) -> None:
     # one gradient step per rollout: many short rollouts (16 envs x 16 steps) are what A2C
-    # needs; the memory still carries across them
-    algo = AlgoConfig(algo="a2c", rollout_steps=16, learning_rate=7e-4)
+    # needs (32 x 16 and 16 x 8 stayed at chance for 400k / 300k steps); the memory carries
+    # across them. Training success passes 0.9 at ~200k steps.
+    algo = AlgoConfig(algo="a2c", rollout_steps=16, learning_rate=1.5e-3)
     memory = MemoryConfig(kind="expire-span", span_limit=1024, span_init=0.1, ramp=16)
-    summary = run(tmp_path, memory, algo, 400_000, num_envs=16)
+    summary = run(tmp_path, memory, algo, 300_000, num_envs=16)
     assert summary["eval"]["success_rate"] >= 0.9
 
 

@@ -103,6 +103,10 @@ def test_sequence_equals_steps(kind: str, train_mode: bool) -> None:
 
     torch.testing.assert_close(y_seq, torch.stack(stepped), atol=1e-5, rtol=0)
     assert aux.shape == ()
+    # What an update calls: the same outputs and loss, the state after the chunk skipped
+    # (attention cores) or returned as it comes (recurrent cores).
+    y_update, aux_update, _ = core.sequence(x, state, starts, return_state=False)
+    assert torch.equal(y_update, y_seq) and torch.equal(aux_update, aux)
     if isinstance(state, SlotState):
         evicted, expired = count_drops(core, states, starts)
         if kind in ("expire-span", "full"):

@@ -1,10 +1,10 @@
-"""The hand-written chunk attention against autograd on the plain formula."""
+"""The hand-written chunk attention and log mask against autograd on the plain formulas."""
 
 from __future__ import annotations
 
 import torch
 
-from memory.slot_attention import MaskedSlotAttention, log_soft_mask
+from memory.slot_attention import MaskedSlotAttention, RampLogMask, log_soft_mask
 
 B, H, Q, S, D, N = 2, 3, 5, 4, 2, 6  # batch, heads, queries (= chunk keys), slots, head dim
 
@@ -50,3 +50,50 @@ def test_matches_plain_formula_and_its_gradients() -> None:
 def test_gradcheck() -> None:
     args = inputs(torch.Generator().manual_seed(1))
     assert torch.autograd.gradcheck(MaskedSlotAttention.apply, args)
+
+
+RAMP = 4.0
+
+
+def span_inputs(generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Spans and write steps of ``S`` memories, queries at steps that put pairs on every side
+    of the ramp (before it, inside it, expired), some pairs hidden."""
+    span = (torch.rand(B, S, dtype=torch.double, generator=generator) * 12).requires_grad_()
+    write = torch.randint(0, 4, (B, S), generator=generator)
+    t_query = torch.arange(Q * 4).view(1, -1, 1).expand(B, -1, 1)  # [B, 4Q, 1], t 0 .. 4Q-1
+    visible = torch.rand(B, Q * 4, S, generator=generator) < 0.8
+    return span, write, t_query, visible
+
+
+def plain_log_mask(span, write, t_query, visible):
+    mask = ((write.double() + span + RAMP)[:, None] - t_query.double()) / RAMP
+    return log_soft_mask(mask.clamp(0.0, 1.0), visible)
+
+
+def test_ramp_log_mask_matches_plain_formula_and_its_gradient() -> None:
+    span, write, t_query, visible = span_inputs(torch.Generator().manual_seed(2))
+    log_mask, in_ramp = RampLogMask.apply(span, write, t_query, visible, RAMP)
+    want = plain_log_mask(span, write, t_query, visible)
+    torch.testing.assert_close(log_mask, want, atol=0, rtol=0)
+    mask = want.exp()
+    assert torch.equal(in_ramp, visible & (mask > 0) & (mask < 1))
+    assert in_ramp.any() and (visible & (mask == 1)).any() and (visible & (mask == 0)).any()
+    grad = torch.randn_like(log_mask).masked_fill(~torch.isfinite(want), 0.0)
+    (got,) = torch.autograd.grad(log_mask, span, grad)
+    (expected,) = torch.autograd.grad(want, span, grad)
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+    assert got.abs().sum() > 0
+
+
+def test_ramp_log_mask_gradcheck() -> None:
+    span, write, t_query, visible = span_inputs(torch.Generator().manual_seed(3))
+    # gradcheck perturbs spans by 1e-6: keep every pair away from the ramp's ends, where the
+    # clamp has a kink (the fractional part of the remaining span in [0.1, 0.9]).
+    with torch.no_grad():
+        span.copy_(span.floor() + 0.1 + 0.8 * span.frac())
+
+    def finite(span: torch.Tensor) -> torch.Tensor:
+        log_mask, _ = RampLogMask.apply(span, write, t_query, visible, RAMP)
+        return log_mask.masked_fill(~torch.isfinite(log_mask), 0.0)
+
+    assert torch.autograd.gradcheck(finite, (span,))

@@ -1,0 +1,281 @@
+"""Learning targets: env steps until each learner reaches a task's target, over seeds.
+
+    python benchmarks/learning.py                             # CPU-sized: the short Corridor
+    python benchmarks/learning.py --task corridor-l1000 --device cuda
+    python benchmarks/learning.py --task portal --device cuda --seeds 1,2,3
+
+Each task fixes an environment, a target and a budget; every learner trains once per seed
+with the same budget, and the table gives the env steps at which its training episodes
+first met the target (over a window of at least ``--window-episodes`` episodes), its final
+evaluation and its wall time. Learners: Lethe PPO with each memory core of ``--memories``
+(the task's memory options: e.g. capacity 16 on the long corridor, window 16 beside it) and,
+unless ``--no-sb3``, sb3-contrib's ``RecurrentPPO`` (LSTM) on the MiniGrid version of the
+same task with its own budget (``--sb3-steps``: it is ~100x slower per step).
+
+Targets (issue 4): ``corridor-l1000``: success >= 0.95 with capacity 16 where window 16 stays
+at chance; ``portal``: return >= 90% of the perfect-memory oracle's (measured here on the
+batched twin). ``corridor-s`` and ``corridor`` are the budgets a CPU can run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
+
+
+@dataclass(frozen=True)
+class Task:
+    """An environment, what counts as solved, a budget and the memory options it needs."""
+
+    env: str
+    metric: str  # "success": success rate >= target; "return": mean return >= target x oracle
+    target: float
+    steps: int
+    sb3_steps: int
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # per kind, MemoryConfig
+    algo: dict[str, Any] = field(default_factory=dict)  # AlgoConfig overrides
+    num_envs: int = 32
+
+
+# Capacity 16: memories must pass their ramp (5.5 + 8 steps) before eviction, or spans
+# never learn (see `agents.config.advisories`).
+LONG = {
+    "expire-span": {"capacity": 16, "span_limit": 1100, "span_init": 0.005, "ramp": 8},
+    "window": {"window": 16},
+    "full": {"max_memory": 1100},
+}
+
+TASKS = {
+    "corridor-s": Task("Lethe/Corridor-S-v0", "success", 0.9, 200_000, 20_000),
+    "corridor": Task("Lethe/Corridor-v0", "success", 0.9, 2_000_000, 20_000),
+    "corridor-l100": Task(
+        "Lethe/Corridor-L100-v0", "success", 0.95, 5_000_000, 20_000, LONG, num_envs=256
+    ),
+    "corridor-l1000": Task(
+        "Lethe/Corridor-L1000-v0", "success", 0.95, 50_000_000, 100_000, LONG, num_envs=1024
+    ),
+    "portal": Task(
+        "Lethe/Portal-v0",
+        "return",
+        0.9,
+        20_000_000,
+        100_000,
+        {"expire-span": {"span_limit": 512, "span_init": 0.03, "ramp": 16}},
+        num_envs=256,
+    ),
+}
+
+
+def steps_to_target(
+    rows: list[dict[str, Any]], metric: str, threshold: float, window_episodes: int
+) -> int | None:
+    """First ``global_step`` at which the episodes of the last iterations (at least
+    ``window_episodes`` of them) meet the threshold; None if never.
+
+    ``rows`` are `metrics.jsonl` lines: ``charts/episodes`` episodes ended in the iteration,
+    with mean ``charts/success_rate`` and ``charts/episodic_return``.
+    """
+    key = "charts/success_rate" if metric == "success" else "charts/episodic_return"
+    window: list[tuple[float, float]] = []  # (episodes, episodes x value) per iteration
+    for row in rows:
+        episodes, value = row.get("charts/episodes") or 0.0, row.get(key)
+        if episodes and value is not None:
+            window.append((episodes, episodes * value))
+        while len(window) > 1 and sum(e for e, _ in window[1:]) >= window_episodes:
+            window.pop(0)
+        total = sum(e for e, _ in window)
+        if total >= window_episodes and sum(v for _, v in window) / total >= threshold:
+            return int(row["global_step"])
+    return None
+
+
+def portal_oracle_return(env_id: str, episodes: int, device: str) -> float:
+    """Mean return of the perfect-memory oracle over ``episodes`` episodes of the twin."""
+    from agents.vec import make_vector_env
+    from envs.reference import BatchedPortalOracle
+
+    vec = make_vector_env(env_id, episodes, torch.device(device))
+    twin = vec.env
+    twin.reset(seed=0)
+    oracle = BatchedPortalOracle(twin)
+    total = torch.zeros(episodes, device=device)
+    active = torch.ones(episodes, dtype=torch.bool, device=device)
+    while bool(active.any()):
+        _, reward, terminated, truncated, info = twin.step(oracle.act(twin))
+        done = terminated | truncated
+        oracle.observe(info, done)
+        total += reward * active
+        active &= ~done
+    vec.close()
+    return float(total.mean())
+
+
+def run_lethe(task: Task, memory: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    from agents import AlgoConfig, MemoryConfig, TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        config = TrainConfig(
+            env=task.env,
+            num_envs=args.num_envs or task.num_envs,
+            total_steps=args.steps or task.steps,
+            device=args.device,
+            seed=seed,
+            run_dir=run_dir,
+            wandb="disabled",
+            heatmap_every=0,
+            eval_episodes=args.eval_episodes,
+            memory=MemoryConfig(kind=memory, **task.memory.get(memory, {})),
+            algo=AlgoConfig(**task.algo),
+        )
+        summary = train(config, overwrite=True, progress=args.progress)
+        lines = Path(run_dir, "metrics.jsonl").read_text().splitlines()
+    return {"summary": summary, "rows": [json.loads(line) for line in lines]}
+
+
+class EpisodeLog:
+    """SB3 callback state: ``(global step, success, return)`` of every finished episode."""
+
+    def __init__(self) -> None:
+        self.episodes: list[tuple[int, float, float]] = []
+
+    def callback(self):  # noqa: ANN201  (an SB3 BaseCallback)
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        log = self
+
+        class Record(BaseCallback):
+            def _on_step(self) -> bool:
+                for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
+                    if done and "episode" in info:
+                        success = float(info.get("success", np.nan))
+                        log.episodes.append((self.num_timesteps, success, info["episode"]["r"]))
+                return True
+
+        return Record()
+
+    def as_rows(self, per_row: int) -> list[dict[str, Any]]:
+        """Batches of ``per_row`` episodes in the shape of `metrics.jsonl` rows."""
+        rows = []
+        for start in range(0, len(self.episodes), per_row):
+            chunk = self.episodes[start : start + per_row]
+            rows.append(
+                {
+                    "global_step": chunk[-1][0],
+                    "charts/episodes": float(len(chunk)),
+                    "charts/success_rate": float(np.mean([s for _, s, _ in chunk])),
+                    "charts/episodic_return": float(np.mean([r for _, _, r in chunk])),
+                }
+            )
+        return rows
+
+
+def run_recurrent_ppo(task: Task, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """sb3-contrib's RecurrentPPO with its defaults on 8 MiniGrid envs (the same observations)."""
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import envs  # noqa: F401  (registers Lethe/*)
+
+    vec_env = make_vec_env(task.env, n_envs=8, seed=seed)
+    model = RecurrentPPO("MlpLstmPolicy", vec_env, device=args.device, verbose=0, seed=seed)
+    log = EpisodeLog()
+    start = time.perf_counter()
+    model.learn(total_timesteps=args.sb3_steps or task.sb3_steps, callback=log.callback())
+    wall = time.perf_counter() - start
+    vec_env.close()
+    tail = log.episodes[-args.eval_episodes :] if args.eval_episodes else []
+    return {
+        "summary": {
+            "total_env_steps": model.num_timesteps,
+            "wall_seconds": wall,
+            "eval": {
+                "episodes": len(tail),
+                "mean_return": float(np.mean([r for *_, r in tail])) if tail else None,
+                "success_rate": float(np.nanmean([s for _, s, _ in tail])) if tail else None,
+            },
+        },
+        "rows": log.as_rows(per_row=8),
+        "eval_note": "last episodes of training",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="corridor-s")
+    parser.add_argument("--memories", default="expire-span,gru,window,full")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=0, help="Lethe budget (0: the task's)")
+    parser.add_argument("--sb3-steps", type=int, default=0, help="RecurrentPPO budget (0: task)")
+    parser.add_argument("--no-sb3", action="store_true", help="leave RecurrentPPO out")
+    parser.add_argument("--num-envs", type=int, default=0, help="Lethe envs (0: the task's)")
+    parser.add_argument("--eval-episodes", type=int, default=100)
+    parser.add_argument("--window-episodes", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
+    parser.add_argument("--out", default="", help="also write the results as JSON here")
+    parser.add_argument("--progress", action="store_true", help="progress bars of the runs")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task = TASKS[args.task]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    threshold = task.target
+    target_text = f"success >= {task.target}"
+    if task.metric == "return":
+        oracle = portal_oracle_return(task.env, 256, args.device)
+        threshold = task.target * oracle
+        target_text = f"return >= {task.target:.0%} of the oracle's {oracle:.2f} = {threshold:.2f}"
+
+    learners = [(f"Lethe PPO {m}", m) for m in args.memories.split(",") if m]
+    if not args.no_sb3:
+        learners.append(("sb3-contrib RecurrentPPO (LSTM)", None))
+    results = []
+    for label, memory in learners:
+        for seed in seeds:
+            out = (
+                run_lethe(task, memory, seed, args)
+                if memory
+                else run_recurrent_ppo(task, seed, args)
+            )
+            summary = out["summary"]
+            reached = steps_to_target(out["rows"], task.metric, threshold, args.window_episodes)
+            row = {
+                "learner": label,
+                "seed": seed,
+                "steps_to_target": reached,
+                "budget": summary["total_env_steps"],
+                "final_success": summary["eval"]["success_rate"],
+                "final_return": summary["eval"]["mean_return"],
+                "wall_seconds": summary["wall_seconds"],
+            }
+            results.append(row)
+            print(json.dumps(row), flush=True)
+
+    print(f"\n{task.env}: env steps to {target_text} ({args.window_episodes}-episode window)\n")
+    print(f"| {'learner':<32} | seed | {'steps to target':>15} | {'budget':>11} | final | wall s |")
+    print(f"|{'-' * 34}|------|{'-' * 17}|{'-' * 13}|-------|--------|")
+    for row in results:
+        reached = "not reached" if row["steps_to_target"] is None else f"{row['steps_to_target']:,}"
+        final = row["final_success"] if task.metric == "success" else row["final_return"]
+        final_text = "-" if final is None else f"{final:.2f}"
+        print(
+            f"| {row['learner']:<32} | {row['seed']:>4} | {reached:>15} | {row['budget']:>11,} "
+            f"| {final_text:>5} | {row['wall_seconds']:>6.0f} |"
+        )
+    if args.out:
+        Path(args.out).write_text(json.dumps({"task": args.task, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""benchmarks/learning.py: the steps-to-target rule, and one tiny run of every kind of learner."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "learning.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("learning_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows(*iterations: tuple[int, float, float]) -> list[dict]:
+    """(global step, episodes, success rate) per iteration, as metrics.jsonl rows."""
+    return [
+        {"global_step": step, "charts/episodes": episodes, "charts/success_rate": rate}
+        for step, episodes, rate in iterations
+    ]
+
+
+def test_steps_to_target_needs_a_full_window_at_the_threshold() -> None:
+    learning = load_script()
+    history = rows(
+        (100, 60, 1.0),  # only 60 episodes so far: not enough to judge
+        (200, 60, 0.5),  # 120 episodes, (60 + 30) / 120 = 0.75
+        (300, 0, None),  # no episode ended: the window stays as it was
+        (400, 60, 1.0),  # the last 120: (30 + 60) / 120 = 0.75
+        (500, 60, 1.0),  # the last 120: 1.0
+    )
+    assert learning.steps_to_target(history, "success", 0.9, 100) == 500
+    assert learning.steps_to_target(history, "success", 0.7, 100) == 200
+    assert learning.steps_to_target(history, "success", 0.7, 200) == 500  # 210 / 240
+    assert learning.steps_to_target(history[:4], "success", 0.9, 100) is None
+
+
+def test_steps_to_target_reads_returns_for_return_targets() -> None:
+    learning = load_script()
+    history = [
+        {"global_step": 10, "charts/episodes": 8, "charts/episodic_return": 1.0},
+        {"global_step": 20, "charts/episodes": 8, "charts/episodic_return": 3.0},
+    ]
+    assert learning.steps_to_target(history, "return", 2.0, 16) == 20
+    assert learning.steps_to_target(history, "return", 2.5, 16) is None
+
+
+def test_portal_oracle_return_is_that_of_a_perfect_memory() -> None:
+    """The oracle completes several trials per episode on the default Portal."""
+    learning = load_script()
+    assert learning.portal_oracle_return("Lethe/Portal-v0", 32, "cpu") >= 3.0
+
+
+def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--task", "corridor-s", "--memories", "expire-span,gru"]
+        + ["--seeds", "1", "--steps", "2048", "--sb3-steps", "64", "--eval-episodes", "4"]
+        + ["--threads", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "env steps to success >= 0.9" in result.stdout
+    results = json.loads(out.read_text())["results"]
+    learners = [row["learner"] for row in results]
+    assert learners == [
+        "Lethe PPO expire-span",
+        "Lethe PPO gru",
+        "sb3-contrib RecurrentPPO (LSTM)",
+    ]
+    lethe = results[0]
+    assert lethe["budget"] == 2048 and lethe["final_success"] is not None
+    assert results[2]["budget"] >= 64  # SB3 finishes its rollout (8 envs x 128 steps)
