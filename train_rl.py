@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 from typing import Any, NoReturn
 
 from agents.config import (
@@ -117,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     from agents.trainer import TrainingError, train
     from agents.vec import EnvError
 
+    def one_line(message: Warning | str, *_: Any, **__: Any) -> str:
+        return f"{parser.prog}: warning: {message}\n"
+
+    shown_as = warnings.formatwarning
+    warnings.formatwarning = one_line  # a warning is one line on the terminal, no source
     try:
         summary = train(
             config,
@@ -129,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     except (TrainingError, EnvError) as error:
         parser.exit(1, f"{parser.prog}: training stopped: {error}\n")
+    finally:
+        warnings.formatwarning = shown_as
     if "interrupted" in summary:
         return 130
     if summary.get("rank", 0) == 0:  # under torchrun, rank 0 alone prints the summary

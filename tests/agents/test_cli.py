@@ -187,9 +187,16 @@ def test_a_capacity_that_stops_spans_from_learning_is_warned_about(tmp_path):
     assert "--capacity 8" in message and "8 steps" in message and "> 12" in message
     assert "\n" not in message
     assert advisories(TrainConfig(memory=MemoryConfig(kind="window", capacity=8))) == []
-    with pytest.warns(UserWarning, match="evicted before they reach the ramp"):
-        train_rl.main(
-            ["--env", "Lethe/Corridor-S-v0", "--capacity", "8", "--total-steps", "64"]
-            + ["--num-envs", "2", "--rollout-steps", "32", "--eval-episodes", "0"]
-            + ["--wandb", "disabled", "--no-progress", "--run-dir", str(tmp_path / "run")]
-        )
+    result = subprocess.run(
+        [sys.executable, str(Path(train_rl.__file__)), "--env", "Lethe/Corridor-S-v0"]
+        + ["--capacity", "8", "--total-steps", "64", "--num-envs", "2", "--rollout-steps", "32"]
+        + ["--eval-episodes", "0", "--wandb", "disabled", "--no-progress"]
+        + ["--run-dir", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "warning:" in line]
+    assert warned == [f"train_rl.py: warning: {message}"], result.stderr
