@@ -192,8 +192,6 @@ def prepare_run(
         saved.run_dir = str(run_dir)
         config = saved
     validate(config)
-    for message in advisories(config):
-        warnings.warn(message, stacklevel=3)
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
     config.run_dir = str(run_dir)
     if not resume and not overwrite and run_dir.exists() and any(run_dir.iterdir()):
@@ -226,6 +224,9 @@ def train(
             config, run_dir, checkpoint = ctx.run_on_main(
                 lambda: prepare_run(config, resume, overwrite, overrides, ctx.world_size)
             )
+            if ctx.is_main:  # pointed at the caller of `train`, once per run
+                for message in advisories(config):
+                    warnings.warn(message, stacklevel=2)
             return _train(config, run_dir, checkpoint, ctx, progress)
         except RuntimeError as error:
             if not (ctx.enabled and lost_peer(error)):
