@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dir", type=Path, help="a run directory holding checkpoint.pt")
     parser.add_argument("--episodes", type=int, default=5, help="episodes to play (default 5)")
-    parser.add_argument("--env", default=None, help="env id to play (default: the run's env)")
+    parser.add_argument(
+        "--env", default=None, help="env id to play (default: the run's --eval-env, else --env)"
+    )
     parser.add_argument(
         "--device", default="cpu", choices=DEVICES, help="torch device (default cpu)"
     )
@@ -99,7 +101,7 @@ def load_policy(
             "allowed: expire-span, window, full"
         )
     device = resolve_device(device_name)
-    env_id = env_id or config.env
+    env_id = env_id or config.eval_env or config.env
     env = make_vector_env(env_id, 1, device)
     try:
         policy = ActorCritic(env.obs_spaces, int(env.single_action_space.n), config.memory)

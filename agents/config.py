@@ -42,11 +42,21 @@ class MemoryConfig:
         "remembered (e.g. 1100 for Lethe/Corridor-L1000-v0)",
     )
     ramp: int = _f(4, "expire-span: length R of the soft ramp of the mask, in steps")
-    alpha: float = _f(1e-6, "expire-span: weight of the auxiliary loss on predicted spans")
+    alpha: float = _f(
+        0.0,
+        "expire-span: weight of the auxiliary loss alpha * mean span (steps) per layer; it "
+        "shortens the spans of memories that do not pay (0: off; e.g. 1e-5 with a small "
+        "--capacity on long tasks, where evicted memories' spans otherwise drift up)",
+    )
     span_init: float = _f(
         0.125,
         "expire-span: initial spans as a fraction of --span-limit; short initial spans put "
         "memories in the ramp, where spans learn",
+    )
+    span_pre_div: float = _f(
+        1.0,
+        "expire-span: the span predictor reads norm(h) / this; larger values slow and steady "
+        "span learning (a saturated sigmoid gives a span no gradient to come back with)",
     )
     window: int = _f(32, "window: steps each layer attends to")
     max_memory: int = _f(1024, "full: most memories kept (the whole episode up to this)")
@@ -100,6 +110,11 @@ class TrainConfig:
         50, "iterations between retention heatmaps (and at the end; 0: end only)"
     )
     eval_episodes: int = _f(100, "episodes of the final evaluation (0: none)")
+    eval_env: str = _f(
+        "",
+        "Gymnasium id of the final evaluation and the retention heatmaps (default: --env), "
+        "e.g. Lethe/Corridor-L1000-v0 after training on Lethe/Corridor-L1000-Curriculum-v0",
+    )
     eval_deterministic: bool = _f(False, "evaluate with the most likely action instead of sampling")
     dist_timeout: float = _f(
         300.0,
@@ -173,6 +188,7 @@ def validate(config: TrainConfig) -> None:
     )
     _require(0 < mem.span_init < 1, f"--span-init must be in (0, 1), got {mem.span_init}")
     _require(mem.alpha >= 0, f"--alpha must be >= 0, got {mem.alpha}")
+    _require(mem.span_pre_div > 0, f"--span-pre-div must be > 0, got {mem.span_pre_div}")
     _require(0 < algo.gamma <= 1, f"--gamma must be in (0, 1], got {algo.gamma}")
     _require(0 <= algo.gae_lambda <= 1, f"--gae-lambda must be in [0, 1], got {algo.gae_lambda}")
     _require(algo.learning_rate > 0, f"--learning-rate must be > 0, got {algo.learning_rate}")

@@ -130,6 +130,7 @@ def memory_options(config: MemoryConfig) -> dict[str, Any]:
             "ramp": config.ramp,
             "span_loss_coef": config.alpha,
             "init_span_fraction": config.span_init,
+            "pre_div": config.span_pre_div,
         }
     if config.kind == "window":
         return {**common, "window": config.window}

@@ -44,7 +44,7 @@ from agents.policy import ActorCritic
 from agents.ppo import ppo_update
 from agents.retention import memory_metrics, retention_snapshot
 from agents.rollout import EpisodeStats, Rollout, RolloutCollector
-from agents.vec import make_vector_env
+from agents.vec import TorchVectorEnv, make_vector_env
 
 UPDATES: dict[str, Callable[..., dict[str, float]]] = {"ppo": ppo_update, "a2c": a2c_update}
 
@@ -60,6 +60,7 @@ RESUMABLE_OVERRIDES = frozenset(
         "checkpoint_every",
         "heatmap_every",
         "eval_episodes",
+        "eval_env",
         "eval_deterministic",
         "dist_timeout",
     }
@@ -110,6 +111,32 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def eval_env_id(config: TrainConfig) -> str:
+    """The env of the final evaluation and the heatmaps: ``--eval-env``, else ``--env``."""
+    return config.eval_env or config.env
+
+
+def check_eval_env(config: TrainConfig, env: TorchVectorEnv, device: torch.device) -> None:
+    """A one-line `ConfigError` unless ``--eval-env`` exists and has the spaces of ``--env``.
+
+    Checked before training, not found out by the evaluation at the end of the run.
+    """
+    if not config.eval_env or config.eval_env == config.env:
+        return
+    probe = make_vector_env(config.eval_env, 1, device)
+    try:
+        for what in ("single_observation_space", "single_action_space"):
+            train_space, eval_space = getattr(env, what), getattr(probe, what)
+            if train_space != eval_space:
+                name = what.removeprefix("single_").replace("_", " ")
+                raise ConfigError(
+                    f"--eval-env {config.eval_env} has {name} {eval_space}, but --env "
+                    f"{config.env} has {train_space}; allowed: an env with the same spaces"
+                )
+    finally:
+        probe.close()
 
 
 def _mean_or_nan(total: float, count: int) -> float:
@@ -253,6 +280,7 @@ def _train(
     seed_everything(config.seed)  # before the policy: the same initial parameters on every rank
     env = make_vector_env(config.env, config.num_envs, device)
     try:
+        check_eval_env(config, env, device)
         policy = ActorCritic(env.obs_spaces, int(env.single_action_space.n), config.memory).to(
             device
         )
@@ -265,6 +293,9 @@ def _train(
             iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
             wall_before = checkpoint.get("wall_seconds", 0.0)
             run_id = checkpoint.get("wandb_run_id")
+            levels = checkpoint.get("curriculum_levels")
+            if levels is not None:  # fresh envs, but the curriculum goes on where it was
+                env.curriculum_level = levels[ctx.rank]
             _set_rng_state(checkpoint.get("rng_ranks", [checkpoint["rng"]])[ctx.rank])
         else:
             if ctx.enabled:
@@ -381,6 +412,7 @@ def _loop(
 
     def save() -> None:
         rng_ranks = ctx.gather_object(_rng_state())  # every rank takes part, rank 0 writes
+        levels = ctx.gather_object(collector.env.curriculum_level)
         if logger is None:
             return
         wall = wall_before + time.perf_counter() - start_time
@@ -388,6 +420,8 @@ def _loop(
             config, policy, optimizer, iteration, global_step, wall, logger.run_id
         )
         payload["world_size"] = ctx.world_size
+        if levels[0] is not None:
+            payload["curriculum_levels"] = levels
         if ctx.enabled:
             payload["rng_ranks"] = rng_ranks
         save_checkpoint(run_dir, payload)
@@ -419,6 +453,9 @@ def _loop(
                 time.perf_counter() - iter_start
             )
             metrics["charts/learning_rate"] = optimizer.param_groups[0]["lr"]
+            level = collector.env.curriculum_level
+            if level is not None:  # rank 0's envs (each rank's curriculum is its own)
+                metrics["charts/curriculum_level"] = level
             if logger is not None:
                 logger.log(iteration, global_step, metrics)
             bar.update(steps_per_iteration)
@@ -439,7 +476,12 @@ def _loop(
             heatmap = (config.heatmap_every and iteration % config.heatmap_every == 0) or last
             if logger is not None and heatmap:
                 images, histograms = retention_snapshot(
-                    policy, config.env, device, run_dir / "retention", global_step, seed=config.seed
+                    policy,
+                    eval_env_id(config),
+                    device,
+                    run_dir / "retention",
+                    global_step,
+                    seed=config.seed,
                 )
                 logger.log_media(global_step, images, histograms)
             # A skipped update leaves the parameters as they were, so they are always safe to save.
@@ -471,7 +513,7 @@ def _loop(
     eval_result = (
         evaluate(
             policy,
-            config.env,
+            eval_env_id(config),
             config.eval_episodes,
             device,
             config.seed + 99_991,
@@ -482,6 +524,7 @@ def _loop(
     )
     summary = {
         "env_id": config.env,
+        "eval_env_id": eval_env_id(config),
         "algo": algo.algo,
         "memory": config.memory.kind,
         "seed": config.seed,

@@ -214,6 +214,27 @@ class TorchVectorEnv:
             self._info(info),
         )
 
+    @property
+    def curriculum_level(self) -> float | None:
+        """Level of a batched twin's own curriculum (e.g. the length curriculum of
+        `envs.corridor.CorridorVectorEnv`), None when it has none or for Gymnasium's envs.
+
+        A twin takes part when its ``curriculum`` attribute is true; its
+        ``curriculum_level`` (a number or a 0-dim tensor) is logged and checkpointed.
+        """
+        if self.guarded or not getattr(self.env, "curriculum", False):
+            return None
+        return float(self.env.curriculum_level)
+
+    @curriculum_level.setter
+    def curriculum_level(self, level: float) -> None:
+        """Continue the twin's curriculum at ``level`` (on resume, before the first reset)."""
+        if self.guarded or not getattr(self.env, "curriculum", False):
+            return
+        self.env.curriculum_level = torch.as_tensor(
+            int(level), dtype=torch.long, device=self.env.device
+        )
+
     def close(self) -> None:
         """Close the envs; after a failure, terminate async workers instead of waiting on them."""
         if not self.failed:

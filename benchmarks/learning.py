@@ -14,7 +14,9 @@ same task with its own budget (``--sb3-steps``: it is ~100x slower per step).
 
 Targets (issue 4): ``corridor-l1000``: success >= 0.95 with capacity 16 where window 16 stays
 at chance; ``portal``: return >= 90% of the perfect-memory oracle's (measured here on the
-batched twin). ``corridor-s`` and ``corridor`` are the budgets a CPU can run.
+batched twin). The long corridors train on their length curriculum
+(``Lethe/Corridor-L*-Curriculum-v0``) and are evaluated on the fixed length; steps to target
+count only training episodes at the curriculum's last level (lengths L/2 to L).
 """
 
 from __future__ import annotations
@@ -46,24 +48,57 @@ class Task:
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # per kind, MemoryConfig
     algo: dict[str, Any] = field(default_factory=dict)  # AlgoConfig overrides
     num_envs: int = 32
+    train_env: str = ""  # trained on this (e.g. a curriculum), evaluated on `env`; "": `env`
+    final_level: float = 0.0  # with a curriculum: only episodes at this level count
 
 
-# Capacity 16: memories must pass their ramp (5.5 + 8 steps) before eviction, or spans
-# never learn (see `agents.config.advisories`).
-LONG = {
-    "expire-span": {"capacity": 16, "span_limit": 1100, "span_init": 0.005, "ramp": 8},
-    "window": {"window": 16},
-    "full": {"max_memory": 1100},
-}
+# The long corridors: one layer (the cue's own memory must reach the junction, no relay
+# through a second layer), capacity 16 (memories pass their ramp, 5.5 + 8 steps, before
+# eviction, or spans never learn: see `agents.config.advisories`), alpha 1e-5 (keeps the
+# corridor's spans short enough for the cue to hold its slot). Trained on the length
+# curriculum, evaluated on the fixed length.
+def long_memory(length: int) -> dict[str, dict[str, Any]]:
+    """Memory options for a corridor of ``length``: full keeps a whole episode at most."""
+    return {
+        "expire-span": {
+            "layers": 1,
+            "capacity": 16,
+            "span_limit": 1100,
+            "span_init": 0.005,
+            "ramp": 8,
+            "alpha": 1e-5,
+        },
+        "window": {"layers": 1, "window": 16},
+        "full": {"layers": 1, "max_memory": length + length // 4},
+    }
+
+
+LONG = long_memory(1000)
 
 TASKS = {
     "corridor-s": Task("Lethe/Corridor-S-v0", "success", 0.9, 200_000, 20_000),
     "corridor": Task("Lethe/Corridor-v0", "success", 0.9, 2_000_000, 20_000),
     "corridor-l100": Task(
-        "Lethe/Corridor-L100-v0", "success", 0.95, 5_000_000, 20_000, LONG, num_envs=256
+        "Lethe/Corridor-L100-v0",
+        "success",
+        0.95,
+        2_000_000,
+        20_000,
+        long_memory(100),
+        num_envs=256,
+        train_env="Lethe/Corridor-L100-Curriculum-v0",
+        final_level=100,
     ),
     "corridor-l1000": Task(
-        "Lethe/Corridor-L1000-v0", "success", 0.95, 50_000_000, 100_000, LONG, num_envs=1024
+        "Lethe/Corridor-L1000-v0",
+        "success",
+        0.95,
+        10_000_000,
+        100_000,
+        LONG,
+        num_envs=256,
+        train_env="Lethe/Corridor-L1000-Curriculum-v0",
+        final_level=1000,
     ),
     "portal": Task(
         "Lethe/Portal-v0",
@@ -78,17 +113,26 @@ TASKS = {
 
 
 def steps_to_target(
-    rows: list[dict[str, Any]], metric: str, threshold: float, window_episodes: int
+    rows: list[dict[str, Any]],
+    metric: str,
+    threshold: float,
+    window_episodes: int,
+    final_level: float = 0.0,
 ) -> int | None:
     """First ``global_step`` at which the episodes of the last iterations (at least
     ``window_episodes`` of them) meet the threshold; None if never.
 
     ``rows`` are `metrics.jsonl` lines: ``charts/episodes`` episodes ended in the iteration,
-    with mean ``charts/success_rate`` and ``charts/episodic_return``.
+    with mean ``charts/success_rate`` and ``charts/episodic_return``. With ``final_level``,
+    iterations whose ``charts/curriculum_level`` is below it do not count (nor does the
+    window reach back over them).
     """
     key = "charts/success_rate" if metric == "success" else "charts/episodic_return"
     window: list[tuple[float, float]] = []  # (episodes, episodes x value) per iteration
     for row in rows:
+        if final_level and row.get("charts/curriculum_level", final_level) < final_level:
+            window.clear()
+            continue
         episodes, value = row.get("charts/episodes") or 0.0, row.get(key)
         if episodes and value is not None:
             window.append((episodes, episodes * value))
@@ -126,7 +170,8 @@ def run_lethe(task: Task, memory: str, seed: int, args: argparse.Namespace) -> d
 
     with tempfile.TemporaryDirectory() as run_dir:
         config = TrainConfig(
-            env=task.env,
+            env=task.train_env or task.env,
+            eval_env=task.env,
             num_envs=args.num_envs or task.num_envs,
             total_steps=args.steps or task.steps,
             device=args.device,
@@ -187,7 +232,7 @@ def run_recurrent_ppo(task: Task, seed: int, args: argparse.Namespace) -> dict[s
 
     import envs  # noqa: F401  (registers Lethe/*)
 
-    vec_env = make_vec_env(task.env, n_envs=8, seed=seed)
+    vec_env = make_vec_env(task.train_env or task.env, n_envs=8, seed=seed)
     model = RecurrentPPO("MlpLstmPolicy", vec_env, device=args.device, verbose=0, seed=seed)
     log = EpisodeLog()
     start = time.perf_counter()
@@ -249,7 +294,9 @@ def main() -> None:
                 else run_recurrent_ppo(task, seed, args)
             )
             summary = out["summary"]
-            reached = steps_to_target(out["rows"], task.metric, threshold, args.window_episodes)
+            reached = steps_to_target(
+                out["rows"], task.metric, threshold, args.window_episodes, task.final_level
+            )
             row = {
                 "learner": label,
                 "seed": seed,

@@ -7,6 +7,10 @@ Both train PPO with a recurrent memory on ``Lethe/Corridor-v0``: RecurrentPPO (L
 SB3's vector env of MiniGrid environments, Lethe through the batched twin. Env steps per
 second count every env step of training (collection and updates), not evaluation. Both
 run in this one process with the same torch thread count (``--threads``, default all cores).
+
+``--memories`` takes memory kinds with the default options and ``expire-span-long``: the
+configuration the long-corridor learning benchmark trains with (one layer, capacity 16;
+``LONG`` in ``benchmarks/learning.py``).
 """
 
 from __future__ import annotations
@@ -22,10 +26,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 
 
+def memory_config(name: str):  # noqa: ANN201  (a MemoryConfig)
+    """A memory kind with its defaults, or ``expire-span-long`` (see the module docstring)."""
+    from agents.config import MemoryConfig
+    from benchmarks.learning import LONG
+
+    if name == "expire-span-long":
+        return MemoryConfig(kind="expire-span", **LONG["expire-span"])
+    return MemoryConfig(kind=name)
+
+
 def lethe_steps_per_second(
     memory: str, num_envs: int, rollout_steps: int, minibatches: int, steps: int, device: str
 ) -> float:
-    from agents.config import AlgoConfig, MemoryConfig, TrainConfig
+    from agents.config import AlgoConfig, TrainConfig
     from agents.trainer import train
 
     with tempfile.TemporaryDirectory() as run_dir:
@@ -38,7 +52,7 @@ def lethe_steps_per_second(
             wandb="disabled",
             eval_episodes=0,
             heatmap_every=0,
-            memory=MemoryConfig(kind=memory),
+            memory=memory_config(memory),
             algo=AlgoConfig(rollout_steps=rollout_steps, num_minibatches=minibatches),
         )
         summary = train(config, overwrite=True, progress=False)
@@ -72,7 +86,7 @@ def main() -> None:
     )
     parser.add_argument("--lethe-steps", type=int, default=131_072)
     parser.add_argument("--sb3-steps", type=int, default=4_096)
-    parser.add_argument("--memories", default="expire-span,gru")
+    parser.add_argument("--memories", default="expire-span,expire-span-long,gru")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch intra-op threads, for both (0: all cores)"
     )

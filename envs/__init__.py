@@ -22,6 +22,8 @@ REGISTERED_IDS: dict[str, tuple[tuple[str, str], dict[str, int]]] = {
     "Lethe/Corridor-L100-v0": (_CORRIDOR, {"length": 100}),
     "Lethe/Corridor-L500-v0": (_CORRIDOR, {"length": 500}),
     "Lethe/Corridor-L1000-v0": (_CORRIDOR, {"length": 1000}),
+    "Lethe/Corridor-L100-Curriculum-v0": (_CORRIDOR, {"length": 100, "curriculum_start": 10}),
+    "Lethe/Corridor-L1000-Curriculum-v0": (_CORRIDOR, {"length": 1000, "curriculum_start": 10}),
     "Lethe/Portal-v0": (_PORTAL, {"num_rooms": 4, "hallway_length": 8, "max_steps": 400}),
     "Lethe/Portal-Hard-v0": (_PORTAL, {"num_rooms": 6, "hallway_length": 16, "max_steps": 1000}),
 }

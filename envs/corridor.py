@@ -107,6 +107,63 @@ def _check_progress_reward(progress_reward: float) -> float:
     return float(progress_reward)
 
 
+# ---- the length curriculum, shared by both implementations ---------------------------
+CURRICULUM_GROWTH = (5, 4)
+"""Each advance multiplies the curriculum level by 5/4 (rounded up), up to ``max_length``;
+each retreat by 4/5 (rounded down), down to the start level."""
+
+
+def _check_curriculum(
+    start: int | None, episodes: int, success: float, retreat: float, max_length: int
+) -> int | None:
+    if start is None:
+        return None
+    if not isinstance(start, int | np.integer) or not 1 <= start <= max_length:
+        raise ValueError(
+            f"curriculum_start={start!r} is not allowed: it must be an int in "
+            f"[1, max_length={max_length}] (or None: no curriculum)"
+        )
+    if not isinstance(episodes, int | np.integer) or episodes < 1:
+        raise ValueError(f"curriculum_episodes={episodes!r} is not allowed: it must be an int >= 1")
+    if not 0 < success <= 1:
+        raise ValueError(f"curriculum_success={success!r} is not allowed: it must be in (0, 1]")
+    if not 0 <= retreat < success:
+        raise ValueError(
+            f"curriculum_retreat={retreat!r} is not allowed: it must be in "
+            f"[0, curriculum_success={success})"
+        )
+    return int(start)
+
+
+def curriculum_bounds(level: Any, min_length: int) -> tuple[Any, Any]:
+    """Lengths drawn at curriculum ``level`` (int or tensor): uniform in
+    ``[min(min_length, ceil(level / 2)), level]``, so that a level's lengths straddle the
+    spans the previous level taught (the final level too: a span held at the edge of a
+    single length slips below it and never comes back)."""
+    half = (level + 1) // 2
+    if isinstance(level, torch.Tensor):
+        return half.clamp(max=min_length), level
+    return min(min_length, half), level
+
+
+def next_curriculum_level(level: Any, max_length: int) -> Any:
+    """The level after an advance: ``ceil(level * 5 / 4)``, at most ``max_length``."""
+    num, den = CURRICULUM_GROWTH
+    grown = (level * num + den - 1) // den
+    if isinstance(grown, torch.Tensor):
+        return grown.clamp(max=max_length)
+    return min(grown, max_length)
+
+
+def previous_curriculum_level(level: Any, start: int) -> Any:
+    """The level after a retreat: ``floor(level * 4 / 5)``, at least ``start``."""
+    num, den = CURRICULUM_GROWTH
+    shrunk = level * den // num
+    if isinstance(shrunk, torch.Tensor):
+        return shrunk.clamp(min=start)
+    return max(shrunk, start)
+
+
 class CorridorEnv(LetheMiniGridEnv):
     """
     ## Description
@@ -153,6 +210,23 @@ class CorridorEnv(LetheMiniGridEnv):
     Every step `event` (see `envs.events`: cue visible, junction reached, correct arm,
     wrong arm). On the last step `success` (bool) and `episode_length`.
 
+    ## Length curriculum
+
+    With `curriculum_start=S` the env teaches its lengths gradually (Expire-Span's spans
+    only learn at the edge of what they already keep: a span never grows across a gap it
+    has never bridged). Episode lengths are drawn at a *level*, starting at `S`: uniformly
+    in `[min(min_length, ceil(level / 2)), level]`. After every `curriculum_episodes`
+    episodes drawn at the current level, the level advances to `ceil(level * 5 / 4)` (at
+    most `max_length`) if at least `curriculum_success` of them succeeded, or goes back to
+    `floor(level * 4 / 5)` (at least `S`) if fewer than `curriculum_retreat` did (default 0.6,
+    0: never): a memory that lost what it kept (a span that collapsed) is walked back to
+    lengths it can bridge, instead of failing at its level for good. The last level,
+    `max_length`, keeps its spread of lengths (a span learnt at the edge of one fixed
+    length slips below it, and then nothing brings it back): train on the curriculum and
+    evaluate on the fixed task (`train_rl.py --eval-env`). Each env instance counts its own
+    episodes (the batched twin: all of its envs together); `curriculum_level` is the
+    current level. Injected lengths are used as given.
+
     ## Reset options
 
     `length` (int >= 1) and `cue` (0 green / north, 1 red / south) fix the episode's
@@ -163,6 +237,9 @@ class CorridorEnv(LetheMiniGridEnv):
     - `Lethe/Corridor-v0`: length drawn in [5, 50]
     - `Lethe/Corridor-S-v0`: length drawn in [5, 10] (for fast learning tests)
     - `Lethe/Corridor-L100-v0`, `Lethe/Corridor-L500-v0`, `Lethe/Corridor-L1000-v0`
+    - `Lethe/Corridor-L100-Curriculum-v0`, `Lethe/Corridor-L1000-Curriculum-v0`: the length
+      curriculum from level 10 (lengths 5 to 10) up to 100 / 1000 (lengths 50 to 100 /
+      500 to 1000), to train for `Lethe/Corridor-L100-v0` / `Lethe/Corridor-L1000-v0`
     """
 
     @staticmethod
@@ -179,6 +256,10 @@ class CorridorEnv(LetheMiniGridEnv):
         max_steps: int | None = None,
         progress_reward: float = 0.1,
         agent_view_size: int = 3,
+        curriculum_start: int | None = None,
+        curriculum_episodes: int = 256,
+        curriculum_success: float = 0.9,
+        curriculum_retreat: float = 0.6,
         render_mode: str | None = None,
     ) -> None:
         self.min_length, self.max_length = _check_lengths(length, min_length, max_length)
@@ -186,6 +267,18 @@ class CorridorEnv(LetheMiniGridEnv):
             check_max_steps(max_steps)
         self.fixed_max_steps = max_steps
         self.progress_reward = _check_progress_reward(progress_reward)
+        start = _check_curriculum(
+            curriculum_start,
+            curriculum_episodes,
+            curriculum_success,
+            curriculum_retreat,
+            self.max_length,
+        )
+        self.curriculum = start is not None
+        self.curriculum_start = self.curriculum_level = self.max_length if start is None else start
+        self.curriculum_episodes, self.curriculum_success = curriculum_episodes, curriculum_success
+        self.curriculum_retreat = curriculum_retreat
+        self._episode_level, self._level_episodes, self._level_successes = 0, 0, 0
         self.length, self.cue, self.best_x = self.max_length, 0, START_X
         super().__init__(
             width=corridor_width(self.max_length),
@@ -198,7 +291,11 @@ class CorridorEnv(LetheMiniGridEnv):
     def _layout(self, options: dict[str, Any]) -> np.ndarray:
         length = options.get("length")
         if length is None:
-            length = self._rand_int(self.min_length, self.max_length + 1)
+            low, high = self.min_length, self.max_length
+            if self.curriculum:
+                low, high = curriculum_bounds(self.curriculum_level, low)
+            length = self._rand_int(low, high + 1)
+        self._episode_level = self.curriculum_level
         cue = options.get("cue")
         if cue is None:
             cue = self._rand_int(0, 2)
@@ -228,6 +325,29 @@ class CorridorEnv(LetheMiniGridEnv):
     def _observe_event(self, image: np.ndarray) -> int:
         return events.CUE_VISIBLE if bool((image[..., 0] == BALL).any()) else events.NONE
 
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """One step; an episode that ends here counts toward the length curriculum."""
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.curriculum and (terminated or truncated):
+            self._count_episode(bool(info.get("success", False)))
+        return obs, reward, terminated, truncated, info
+
+    def _count_episode(self, success: bool) -> None:
+        if self._episode_level != self.curriculum_level:
+            return  # drawn at an earlier level
+        self._level_episodes += 1
+        self._level_successes += success
+        if self._level_episodes >= self.curriculum_episodes:
+            if self._level_successes >= self.curriculum_success * self._level_episodes:
+                self.curriculum_level = next_curriculum_level(
+                    self.curriculum_level, self.max_length
+                )
+            elif self._level_successes < self.curriculum_retreat * self._level_episodes:
+                self.curriculum_level = previous_curriculum_level(
+                    self.curriculum_level, self.curriculum_start
+                )
+            self._level_episodes, self._level_successes = 0, 0
+
 
 class CorridorVectorEnv(BatchedGridVectorEnv):
     """Batched twin of `CorridorEnv`: ``num_envs`` corridors as torch tensors on ``device``.
@@ -237,7 +357,9 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
     a device sync). The grid is as wide as ``max_length``; shorter corridors are padded.
     Reset options and ``set_next_layouts`` take ``length`` and ``cue``, each a scalar or
     one value per env. ``info``: ``event`` every step; ``success`` and ``episode_length``
-    on the last step (with ``_success`` / ``_episode_length`` masks).
+    on the last step (with ``_success`` / ``_episode_length`` masks). The length curriculum
+    (see `CorridorEnv`) counts the episodes of all ``num_envs`` together and runs on the
+    device: ``curriculum_level`` is a 0-dim tensor, read without a host sync per step.
     """
 
     layout_keys = ("length", "cue")
@@ -252,6 +374,10 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
         max_steps: int | None = None,
         progress_reward: float = 0.1,
         agent_view_size: int = 3,
+        curriculum_start: int | None = None,
+        curriculum_episodes: int = 256,
+        curriculum_success: float = 0.9,
+        curriculum_retreat: float = 0.6,
         device: str | torch.device = "cpu",
         check_actions: bool | None = None,
         render_mode: str | None = None,
@@ -262,7 +388,23 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
             check_max_steps(max_steps)
         self.fixed_max_steps = max_steps
         self.progress_reward = _check_progress_reward(progress_reward)
+        start = _check_curriculum(
+            curriculum_start,
+            curriculum_episodes,
+            curriculum_success,
+            curriculum_retreat,
+            self.max_length,
+        )
         device = torch.device(device)
+        self.curriculum = start is not None
+        self.curriculum_episodes, self.curriculum_success = curriculum_episodes, curriculum_success
+        self.curriculum_retreat = curriculum_retreat
+        level = self.max_length if start is None else start
+        self.curriculum_start = level
+        self.curriculum_level = torch.tensor(level, dtype=torch.long, device=device)
+        self._level_episodes = torch.zeros((), dtype=torch.long, device=device)
+        self._level_successes = torch.zeros((), dtype=torch.long, device=device)
+        self._episode_level = torch.zeros(num_envs, dtype=torch.long, device=device)
         # The base grid holds the corridor row at its longest; the per-episode cells cut
         # each env's corridor to its own length.
         grid = BatchedGrid(
@@ -297,12 +439,15 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
 
     def _draw_layouts(self) -> dict[str, torch.Tensor]:
         shape, gen, dev = (self.num_envs,), self.generator, self.device
-        return {
-            "length": torch.randint(
+        if self.curriculum:  # bounds on the device: uniform floats scaled, no host sync
+            low, high = curriculum_bounds(self.curriculum_level, self.min_length)
+            u = torch.rand(shape, generator=gen, device=dev, dtype=torch.float64)
+            length = low + (u * (high - low + 1)).long().clamp(max=high - low)
+        else:
+            length = torch.randint(
                 self.min_length, self.max_length + 1, shape, generator=gen, device=dev
-            ),
-            "cue": torch.randint(0, 2, shape, generator=gen, device=dev),
-        }
+            )
+        return {"length": length, "cue": torch.randint(0, 2, shape, generator=gen, device=dev)}
 
     def _check_layouts(self, layouts: dict[str, torch.Tensor]) -> None:
         if "length" in layouts:
@@ -348,6 +493,36 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
         else:
             self.max_steps = sel.put(self.max_steps, 4 * length + 20)
         grid.place_at(sel, START_X, CORRIDOR_Y, 0)
+        if self.curriculum:
+            self._episode_level = sel.put(
+                self._episode_level, self.curriculum_level.expand(sel.size)
+            )
+
+    def step(
+        self, actions: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """One step of every env; episodes that end here count toward the curriculum."""
+        obs, reward, terminated, truncated, info = super().step(actions)
+        if self.curriculum:
+            self._count_episodes(terminated | truncated, info["success"])
+        return obs, reward, terminated, truncated, info
+
+    def _count_episodes(self, done: torch.Tensor, success: torch.Tensor) -> None:
+        """`CorridorEnv._count_episode` for all envs at once, as tensor ops on the device."""
+        counted = done & (self._episode_level == self.curriculum_level)
+        episodes = self._level_episodes + counted.sum()
+        successes = self._level_successes + (counted & success).sum()
+        full = episodes >= self.curriculum_episodes
+        advance = full & (successes >= self.curriculum_success * episodes)
+        retreat = full & ~advance & (successes < self.curriculum_retreat * episodes)
+        level = self.curriculum_level
+        self.curriculum_level = torch.where(
+            advance,
+            next_curriculum_level(level, self.max_length),
+            torch.where(retreat, previous_curriculum_level(level, self.curriculum_start), level),
+        )
+        self._level_episodes = torch.where(full, 0, episodes)
+        self._level_successes = torch.where(full, 0, successes)
 
     def _task_step(
         self, action: torch.Tensor, moved: torch.Tensor

@@ -4,9 +4,13 @@ Per layer, a memory written at step ``w`` from hidden ``h`` gets the span
 ``e = L * sigmoid(span_predictor(norm(h)) / pre_div)`` (``L = max_span``, the bias initialised so
 that ``e = init_span_fraction * L``), is attended with the soft mask
 ``m = clamp(1 + (e - (t - w)) / R, 0, 1)`` (``R = ramp``), and is dropped from its slot once the
-mask is 0 for good. ``sequence`` returns the auxiliary span loss
-``span_loss_coef * sum_{pairs in the ramp} (e - age) / R / (T * B)`` (the paper's code) summed
-over layers. The slot machinery is shared with window and full: see ``memory.slot_attention``.
+mask is 0 for good. ``sequence`` returns the paper's auxiliary span loss
+``span_loss_coef * sum_i e_i / (T * B)`` over the chunk's ``T * B`` memories, summed over
+layers. Every memory counts, also those the capacity evicts before their ramp (an earlier
+version, like the paper's code, counted pairs in the ramp only: the spans of evicted memories
+then got no gradient at all and rose with the predictor's bias, until they crowded out the
+memory that mattered). The slot machinery is shared with window and full: see
+``memory.slot_attention``.
 """
 
 from __future__ import annotations

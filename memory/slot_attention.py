@@ -642,23 +642,10 @@ class SlotTransformer(Memory):
                 chunk_log_mask,
             )  # [B, T, D]
             if self.learn_span and self.span_loss_coef > 0:
-                # Paper's code: remaining span of every (query, memory) pair in the ramp,
-                # / R (each memory sits R steps in the ramp), averaged over queries. Its
-                # gradient is, per memory, the number of its pairs in the ramp.
-                with torch.no_grad():
-                    remaining = (
-                        torch.where(
-                            slot_ramp, mask_span[0][:, None] - slot_age.to(dtype), 0.0
-                        ).sum()
-                        + torch.where(
-                            chunk_ramp, mask_span[1][:, None] - chunk_age.to(dtype), 0.0
-                        ).sum()
-                    )
-                linear = (mask_span[0] * slot_ramp.sum(1)).sum() + (
-                    mask_span[1] * chunk_ramp.sum(1)
-                ).sum()
-                remaining = remaining + (linear - linear.detach())
-                aux = aux + self.span_loss_coef * remaining / (self.ramp * steps * batch)
+                # The paper's auxiliary loss, alpha * sum_i e_i / T per layer, over every
+                # memory written in the chunk (each once). It must reach memories that the
+                # capacity evicts before their ramp: nothing else ever shortens their spans.
+                aux = aux + self.span_loss_coef * span_chunk.mean()
 
             layer_input, h = h, layer.feed_forward(h + attn)
             if not return_state:

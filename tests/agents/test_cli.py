@@ -63,6 +63,7 @@ def assert_one_line_error(status, err, *needles):
         (["--capacity", "0"], ["--capacity", "0"]),
         (["--ramp", "64", "--span-limit", "32"], ["--ramp 64", "--span-limit 32"]),
         (["--heads", "3", "--width", "16"], ["--heads 3"]),
+        (["--span-pre-div", "0"], ["--span-pre-div", "> 0"]),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(args, needles, tmp_path, capsys):
@@ -120,6 +121,45 @@ def test_smoke_run_then_resume_continues(tmp_path, capsys):
     assert_one_line_error(status, err, "memory kind", "gru", "lstm")
     status, err = run_cli(["--resume", str(run_dir), "--env", "Acrobot-v1"], capsys)
     assert_one_line_error(status, err, "CartPole-v1", "Acrobot-v1")
+
+
+def test_curriculum_level_is_logged_kept_on_resume_and_eval_env_used(tmp_path):
+    from agents.checkpoint import load_checkpoint, save_checkpoint
+
+    run_dir = tmp_path / "run"
+    args = ["--env", "Lethe/Corridor-L100-Curriculum-v0", "--eval-env", "Lethe/Corridor-S-v0"]
+    args += [*TINY, "--checkpoint-every", "1", "--run-dir", str(run_dir)]
+    assert train_rl.main([*args, "--total-steps", "64"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_id"] == "Lethe/Corridor-L100-Curriculum-v0"
+    assert summary["eval_env_id"] == "Lethe/Corridor-S-v0"
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").open()]
+    assert rows[-1]["charts/curriculum_level"] == 10.0  # the registered start level
+    checkpoint = load_checkpoint(run_dir)
+    assert checkpoint["curriculum_levels"] == [10.0]
+
+    # Fresh envs on resume, but the curriculum goes on at the checkpoint's level.
+    checkpoint["curriculum_levels"] = [44.0]
+    save_checkpoint(run_dir, checkpoint)
+    assert train_rl.main(["--resume", str(run_dir), "--total-steps", "128"]) == 0
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").open()]
+    assert rows[-1]["charts/curriculum_level"] == 44.0
+    assert load_checkpoint(run_dir)["curriculum_levels"] == [44.0]
+
+
+@pytest.mark.parametrize(
+    ("eval_env", "needles"),
+    [
+        ("Lethe/NoSuchTask-v0", ["Lethe/NoSuchTask-v0", "Lethe ids"]),
+        ("MiniGrid-MemoryS7-v0", ["--eval-env MiniGrid-MemoryS7-v0", "observation space"]),
+    ],
+)
+def test_bad_eval_env_is_refused_before_training(eval_env, needles, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["--env", "Lethe/Corridor-S-v0", "--eval-env", eval_env, *TINY, "--run-dir"]
+    status, err = run_cli([*args, str(run_dir), "--total-steps", "64"], capsys)
+    assert_one_line_error(status, err, *needles)
+    assert not (run_dir / "metrics.jsonl").exists()
 
 
 def test_module_colon_id_env(tmp_path):

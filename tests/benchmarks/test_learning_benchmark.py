@@ -43,6 +43,17 @@ def test_steps_to_target_needs_a_full_window_at_the_threshold() -> None:
     assert learning.steps_to_target(history[:4], "success", 0.9, 100) is None
 
 
+def test_steps_to_target_counts_only_the_final_curriculum_level() -> None:
+    learning = load_script()
+    history = rows((100, 120, 1.0), (200, 120, 1.0), (300, 60, 1.0), (400, 60, 0.5))
+    for row, level in zip(history, (44, 100, 87, 100), strict=True):
+        row["charts/curriculum_level"] = level
+    # Below the final level nothing counts, and the window does not reach back over it.
+    assert learning.steps_to_target(history, "success", 0.9, 100, final_level=100) == 200
+    assert learning.steps_to_target(history[2:], "success", 0.7, 100, final_level=100) is None
+    assert learning.steps_to_target(history[2:], "success", 0.7, 100) == 400  # 90 / 120
+
+
 def test_steps_to_target_reads_returns_for_return_targets() -> None:
     learning = load_script()
     history = [

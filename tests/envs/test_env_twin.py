@@ -140,8 +140,16 @@ def test_twin_outputs_follow_the_contract():
         lambda: CorridorVectorEnv(48, min_length=1, max_length=6),
         lambda: CorridorVectorEnv(48, min_length=2, max_length=9, max_steps=11, agent_view_size=5),
         lambda: PortalVectorEnv(48, num_rooms=3, hallway_length=1, max_steps=30),
+        lambda: CorridorVectorEnv(
+            48,
+            length=9,
+            curriculum_start=2,
+            curriculum_episodes=8,
+            curriculum_success=0.3,
+            curriculum_retreat=0.1,
+        ),
     ],
-    ids=["corridor", "corridor-fixed-max-steps-view5", "portal"],
+    ids=["corridor", "corridor-fixed-max-steps-view5", "portal", "corridor-curriculum"],
 )
 def test_sparse_and_dense_reset_agree(make):
     """The CPU path (reset only the envs that finished, by index) and the sync-free path
@@ -169,5 +177,9 @@ def test_sparse_and_dense_reset_agree(make):
         assert torch.equal(sparse.grid.pos, dense.grid.pos)
         assert torch.equal(sparse.grid.cells, dense.grid.cells)
         assert torch.equal(sparse.grid.passable, dense.grid.passable)
+        if getattr(sparse, "curriculum", False):
+            assert torch.equal(sparse.curriculum_level, dense.curriculum_level), step
         episodes += int(out_s[4]["_episode_length"].sum())
     assert episodes >= 48
+    if getattr(sparse, "curriculum", False):
+        assert int(sparse.curriculum_level) == 9  # it went through every level

@@ -131,21 +131,34 @@ def test_full_slots_evict_the_memory_closest_to_expiry() -> None:
 
 
 def test_aux_loss_matches_hand_value_and_reaches_span_predictor() -> None:
-    # Zero predictor weight at init: every span is 0.1 * L = 2; ramp 4; one env, 6 steps
-    # from an episode start. Pairs in the ramp (0 < m < 1) have age 3, 4 or 5:
-    # age 3 at t = 3, 4, 5 (remaining span -1 each), age 4 at t = 4, 5 (-2), age 5 at t = 5 (-3)
-    # -> sum -10; loss = coef * sum / (R * T * B) = -10 / 24.
-    core = small_core(max_span=20, ramp=4, init_span_fraction=0.1, span_loss_coef=1.0)
-    x = torch.randn(6, 1, 2, dtype=torch.double)
-    starts = torch.zeros(6, 1, dtype=torch.bool)
+    # The paper's loss, coef * sum_i e_i / T per layer (and / B), over every memory written in
+    # the chunk. Zero predictor weight at init: every span is 0.1 * L = 2 -> loss 2 * coef.
+    core = small_core(max_span=20, ramp=4, init_span_fraction=0.1, span_loss_coef=0.5)
+    x = torch.randn(6, 3, 2, dtype=torch.double)
+    starts = torch.zeros(6, 3, dtype=torch.bool)
     starts[0] = True
-    _, aux, _ = core.sequence(x, core.initial_state(1), starts)
-    assert math.isclose(aux.item(), -10 / 24, rel_tol=1e-6)  # init bias is float32
+    _, aux, _ = core.sequence(x, core.initial_state(3), starts)
+    assert math.isclose(aux.item(), 0.5 * 2.0, rel_tol=1e-6)  # init bias is float32
     aux.backward()
     predictor = core.layers[0].span_predictor
-    # Longer spans raise the loss: the bias gradient is positive, the weights get one too.
-    assert predictor.bias.grad.item() > 0
+    # Longer spans raise the loss: the bias gradient is coef * de/dz = coef * e * (1 - e / L).
+    assert math.isclose(predictor.bias.grad.item(), 0.5 * 2.0 * 0.9, rel_tol=1e-6)
     assert predictor.weight.grad.abs().sum() > 0
+
+
+def test_aux_loss_reaches_memories_evicted_before_their_ramp() -> None:
+    # Capacity 2, spans 8: every memory is evicted long before its ramp, so no mask depends on
+    # a span; the span predictor still gets the aux loss's gradient.
+    core = small_core(capacity=2, max_span=16, ramp=4, init_span_fraction=0.5, span_loss_coef=1.0)
+    x = torch.randn(12, 2, 2, dtype=torch.double)
+    starts = torch.zeros(12, 2, dtype=torch.bool)
+    starts[0] = True
+    y, aux, _ = core.sequence(x, core.initial_state(2), starts)
+    y.sum().backward(retain_graph=True)
+    predictor = core.layers[0].span_predictor
+    assert predictor.bias.grad is None or predictor.bias.grad.item() == 0.0
+    aux.backward()
+    assert predictor.bias.grad.item() > 0
 
 
 def test_span_predictor_starts_at_the_init_fraction() -> None:

@@ -1,0 +1,176 @@
+"""The Corridor's length curriculum: the same rule in both implementations, on the device."""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+
+from envs.corridor import (
+    CorridorEnv,
+    CorridorVectorEnv,
+    curriculum_bounds,
+    next_curriculum_level,
+    previous_curriculum_level,
+)
+from envs.reference import corridor_oracle_action, corridor_oracle_actions
+
+
+def test_bounds_and_growth_by_hand():
+    # [min(min_length, ceil(level / 2)), level], the last level too.
+    assert curriculum_bounds(10, 100) == (5, 10)
+    assert curriculum_bounds(13, 100) == (7, 13)
+    assert curriculum_bounds(40, 5) == (5, 40)
+    assert curriculum_bounds(100, 100) == (50, 100)
+    assert curriculum_bounds(50, 5) == (5, 50)
+    levels = [10]
+    while levels[-1] < 100:
+        levels.append(next_curriculum_level(levels[-1], 100))
+    assert levels == [10, 13, 17, 22, 28, 35, 44, 55, 69, 87, 100]
+    level = torch.tensor(87)
+    assert int(next_curriculum_level(level, 100)) == 100
+    # A retreat: floor(level * 4 / 5), not below the start.
+    assert [previous_curriculum_level(v, 10) for v in (28, 22, 17, 13, 10)] == [22, 17, 13, 10, 10]
+    assert int(previous_curriculum_level(torch.tensor(12), 10)) == 10
+    low, high = curriculum_bounds(torch.tensor(13), 100)
+    assert (int(low), int(high)) == (7, 13)
+    assert int(curriculum_bounds(torch.tensor(100), 100)[0]) == 50
+    assert int(curriculum_bounds(torch.tensor(40), 5)[0]) == 5
+
+
+def run_minigrid(env: CorridorEnv, episodes: int, oracle: bool, seed: int = 0):
+    """Play whole episodes; returns (level when each episode was drawn, its length)."""
+    rng = np.random.default_rng(seed)
+    drawn = []
+    env.reset(seed=seed)
+    for _ in range(episodes):
+        drawn.append((env.curriculum_level, env.length))
+        done = False
+        while not done:
+            action = corridor_oracle_action(env) if oracle else int(rng.integers(3))
+            _, _, terminated, truncated, _ = env.step(action)
+            done = terminated or truncated
+        env.reset()
+    return drawn
+
+
+def test_minigrid_advances_on_success_and_draws_within_the_level():
+    env = CorridorEnv(length=100, curriculum_start=10, curriculum_episodes=4)
+    drawn = run_minigrid(env, 45, oracle=True)
+    levels = [level for level, _ in drawn]
+    # Every 4 episodes at a level, all successful: the next level.
+    assert levels[:12] == [10] * 4 + [13] * 4 + [17] * 4
+    assert levels[-1] == 100 and env.curriculum_level == 100
+    for level, length in drawn:
+        low, high = curriculum_bounds(level, 100)
+        assert low <= length <= high, (level, length)
+
+
+def test_minigrid_stays_below_the_success_threshold():
+    # A random walker succeeds rarely (truncations count as failures): the level stays.
+    env = CorridorEnv(length=100, curriculum_start=10, curriculum_episodes=4)
+    drawn = run_minigrid(env, 24, oracle=False, seed=3)
+    assert {level for level, _ in drawn} == {10}
+
+
+def test_minigrid_retreats_after_failing_blocks_and_stays_between_the_thresholds():
+    env = CorridorEnv(length=100, curriculum_start=10, curriculum_episodes=4)
+    env.curriculum_level = 28  # as if a trained agent had lost what it kept
+    levels = [level for level, _ in run_minigrid(env, 24, oracle=False, seed=3)]
+    assert levels[0] == 28 and levels[-1] == 10
+    assert sorted(set(levels), reverse=True) == [28, 22, 17, 13, 10]
+    # Between the thresholds (here: never below 0.0, never at 0.9) the level holds.
+    still = CorridorEnv(
+        length=100, curriculum_start=10, curriculum_episodes=4, curriculum_retreat=0.0
+    )
+    still.curriculum_level = 28
+    assert {level for level, _ in run_minigrid(still, 12, oracle=False, seed=3)} == {28}
+
+
+def test_twin_retreats_like_minigrid():
+    twin = CorridorVectorEnv(32, length=100, curriculum_start=10, curriculum_episodes=32)
+    twin.curriculum_level = torch.tensor(28)
+    twin.reset(seed=0)
+    levels = {28}
+    for _ in range(3000):
+        twin.step(torch.randint(0, 3, (32,)))
+        levels.add(int(twin.curriculum_level))
+    assert int(twin.curriculum_level) == 10 and levels == {28, 22, 17, 13, 10}
+
+
+def test_twin_follows_the_same_rule_as_minigrid():
+    """One twin env and one MiniGrid env, both with the oracle: the same level sequence."""
+    single = CorridorEnv(length=100, curriculum_start=10, curriculum_episodes=3)
+    single_levels = [level for level, _ in run_minigrid(single, 40, oracle=True)]
+    twin = CorridorVectorEnv(1, length=100, curriculum_start=10, curriculum_episodes=3)
+    twin.reset(seed=0)
+    twin_levels = [int(twin.curriculum_level)]
+    while len(twin_levels) < 40:
+        *_, terminated, truncated, _ = twin.step(corridor_oracle_actions(twin))
+        if bool(terminated | truncated):
+            twin.step(torch.zeros(1, dtype=torch.long))  # NEXT_STEP: this step resets
+            twin_levels.append(int(twin.curriculum_level))
+    assert twin_levels == single_levels
+
+
+def test_twin_counts_all_envs_and_only_episodes_of_the_current_level():
+    twin = CorridorVectorEnv(64, length=100, curriculum_start=10, curriculum_episodes=64)
+    twin.reset(seed=1)
+    seen = {}
+    for _ in range(3000):
+        level = int(twin.curriculum_level)
+        fresh = twin.step_count == 0
+        if bool(fresh.any()):
+            lengths = twin.length[fresh]
+            # episodes drawn after a level change use the new bounds (or the old ones, for
+            # envs reset on the step that advanced it)
+            seen.setdefault(level, []).append(lengths)
+        twin.step(corridor_oracle_actions(twin))
+    assert int(twin.curriculum_level) == 100
+    assert sorted(seen)[:3] == [10, 13, 17]
+    first = torch.cat(seen[10])
+    assert int(first.min()) >= 5 and int(first.max()) <= 10 and len(first.unique()) == 6
+    final = torch.cat(seen[100])
+    assert int(final.min()) >= 50 and int(final.max()) == 100
+
+
+def test_twin_without_a_curriculum_is_unchanged():
+    plain, zero = CorridorVectorEnv(8, min_length=5, max_length=50), CorridorVectorEnv(8)
+    assert not plain.curriculum and int(plain.curriculum_level) == 50
+    plain.reset(seed=4)
+    zero.reset(seed=4)
+    assert torch.equal(plain.length, zero.length)
+
+
+def test_registered_curriculum_ids():
+    for env_id, final in (
+        ("Lethe/Corridor-L100-Curriculum-v0", 100),
+        ("Lethe/Corridor-L1000-Curriculum-v0", 1000),
+    ):
+        single = gymnasium.make(env_id).unwrapped
+        assert single.curriculum and single.curriculum_level == 10
+        assert single.max_length == final
+        twin = gymnasium.make_vec(env_id, num_envs=16, vectorization_mode="vector_entry_point")
+        twin.reset(seed=0)
+        assert int(twin.length.min()) >= 5 and int(twin.length.max()) <= 10
+
+
+@pytest.mark.parametrize("cls", [CorridorEnv, CorridorVectorEnv])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"curriculum_start": 0}, r"curriculum_start=0 .*\[1, max_length=100\]"),
+        ({"curriculum_start": 101}, r"curriculum_start=101 .*\[1, max_length=100\]"),
+        ({"curriculum_start": 10, "curriculum_episodes": 0}, r"curriculum_episodes=0 .*>= 1"),
+        ({"curriculum_start": 10, "curriculum_success": 1.5}, r"curriculum_success=1.5 .*\(0, 1\]"),
+        (
+            {"curriculum_start": 10, "curriculum_retreat": 0.95},
+            r"curriculum_retreat=0.95 .*\[0, curriculum_success=0.9\)",
+        ),
+    ],
+)
+def test_bad_curriculum_arguments(cls, kwargs, message):
+    args = (4,) if cls is CorridorVectorEnv else ()
+    with pytest.raises(ValueError, match=message):
+        cls(*args, length=100, **kwargs)
