@@ -366,7 +366,7 @@ def plot_keep(record: EpisodeRetention, path: Path, title: str) -> Path:
             title="event of step i",
             title_fontsize=8,
         )
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=12 if n_layers > 1 else 9, wrap=True)  # one layer: narrow
     fig.savefig(path)
     return path
 
