@@ -135,6 +135,19 @@ def _check_curriculum(
     return int(start)
 
 
+def _init_curriculum(
+    env: Any, start: int | None, episodes: int, success: float, retreat: float
+) -> int:
+    """Check the curriculum arguments and set them on ``env`` (either implementation);
+    returns the first level (``max_length`` without a curriculum)."""
+    checked = _check_curriculum(start, episodes, success, retreat, env.max_length)
+    env.curriculum = checked is not None
+    env.curriculum_start = env.max_length if checked is None else checked
+    env.curriculum_episodes, env.curriculum_success = episodes, success
+    env.curriculum_retreat = retreat
+    return env.curriculum_start
+
+
 def curriculum_bounds(level: Any, min_length: int) -> tuple[Any, Any]:
     """Lengths drawn at curriculum ``level`` (int or tensor): uniform in
     ``[min(min_length, ceil(level / 2)), level]``, so that a level's lengths straddle the
@@ -267,17 +280,9 @@ class CorridorEnv(LetheMiniGridEnv):
             check_max_steps(max_steps)
         self.fixed_max_steps = max_steps
         self.progress_reward = _check_progress_reward(progress_reward)
-        start = _check_curriculum(
-            curriculum_start,
-            curriculum_episodes,
-            curriculum_success,
-            curriculum_retreat,
-            self.max_length,
+        self.curriculum_level = _init_curriculum(
+            self, curriculum_start, curriculum_episodes, curriculum_success, curriculum_retreat
         )
-        self.curriculum = start is not None
-        self.curriculum_start = self.curriculum_level = self.max_length if start is None else start
-        self.curriculum_episodes, self.curriculum_success = curriculum_episodes, curriculum_success
-        self.curriculum_retreat = curriculum_retreat
         self._episode_level, self._level_episodes, self._level_successes = 0, 0, 0
         self.length, self.cue, self.best_x = self.max_length, 0, START_X
         super().__init__(
@@ -388,19 +393,10 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
             check_max_steps(max_steps)
         self.fixed_max_steps = max_steps
         self.progress_reward = _check_progress_reward(progress_reward)
-        start = _check_curriculum(
-            curriculum_start,
-            curriculum_episodes,
-            curriculum_success,
-            curriculum_retreat,
-            self.max_length,
-        )
         device = torch.device(device)
-        self.curriculum = start is not None
-        self.curriculum_episodes, self.curriculum_success = curriculum_episodes, curriculum_success
-        self.curriculum_retreat = curriculum_retreat
-        level = self.max_length if start is None else start
-        self.curriculum_start = level
+        level = _init_curriculum(
+            self, curriculum_start, curriculum_episodes, curriculum_success, curriculum_retreat
+        )
         self.curriculum_level = torch.tensor(level, dtype=torch.long, device=device)
         self._level_episodes = torch.zeros((), dtype=torch.long, device=device)
         self._level_successes = torch.zeros((), dtype=torch.long, device=device)
