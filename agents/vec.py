@@ -214,26 +214,29 @@ class TorchVectorEnv:
             self._info(info),
         )
 
+    def _curriculum_twin(self) -> Any:
+        """The batched twin when it runs a curriculum (a true ``curriculum`` attribute), else
+        None (no curriculum, or Gymnasium's own vector envs)."""
+        has_one = not self.guarded and getattr(self.env, "curriculum", False)
+        return self.env if has_one else None
+
     @property
     def curriculum_level(self) -> float | None:
         """Level of a batched twin's own curriculum (e.g. the length curriculum of
-        `envs.corridor.CorridorVectorEnv`), None when it has none or for Gymnasium's envs.
-
-        A twin takes part when its ``curriculum`` attribute is true; its
-        ``curriculum_level`` (a number or a 0-dim tensor) is logged and checkpointed.
-        """
-        if self.guarded or not getattr(self.env, "curriculum", False):
-            return None
-        return float(self.env.curriculum_level)
+        `envs.corridor.CorridorVectorEnv`), None when it has none or for Gymnasium's envs;
+        the trainer logs and checkpoints it. The twin's ``curriculum_level`` may be a number
+        or a 0-dim tensor."""
+        twin = self._curriculum_twin()
+        return None if twin is None else float(twin.curriculum_level)
 
     @curriculum_level.setter
     def curriculum_level(self, level: float) -> None:
         """Continue the twin's curriculum at ``level`` (on resume, before the first reset)."""
-        if self.guarded or not getattr(self.env, "curriculum", False):
-            return
-        self.env.curriculum_level = torch.as_tensor(
-            int(level), dtype=torch.long, device=self.env.device
-        )
+        twin = self._curriculum_twin()
+        if twin is not None:
+            twin.curriculum_level = torch.as_tensor(
+                int(level), dtype=torch.long, device=twin.device
+            )
 
     def close(self) -> None:
         """Close the envs; after a failure, terminate async workers instead of waiting on them."""

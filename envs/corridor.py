@@ -113,15 +113,21 @@ CURRICULUM_GROWTH = (5, 4)
 each retreat by 4/5 (rounded down), down to the start level."""
 
 
-def _check_curriculum(
-    start: int | None, episodes: int, success: float, retreat: float, max_length: int
-) -> int | None:
+def _init_curriculum(
+    env: Any, start: int | None, episodes: int, success: float, retreat: float
+) -> int:
+    """Check the curriculum arguments and set them on ``env`` (either implementation);
+    returns the first level (``max_length`` without a curriculum)."""
+    env.curriculum = start is not None
+    env.curriculum_start = env.max_length
+    env.curriculum_episodes, env.curriculum_success = episodes, success
+    env.curriculum_retreat = retreat
     if start is None:
-        return None
-    if not isinstance(start, int | np.integer) or not 1 <= start <= max_length:
+        return env.curriculum_start
+    if not isinstance(start, int | np.integer) or not 1 <= start <= env.max_length:
         raise ValueError(
             f"curriculum_start={start!r} is not allowed: it must be an int in "
-            f"[1, max_length={max_length}] (or None: no curriculum)"
+            f"[1, max_length={env.max_length}] (or None: no curriculum)"
         )
     if not isinstance(episodes, int | np.integer) or episodes < 1:
         raise ValueError(f"curriculum_episodes={episodes!r} is not allowed: it must be an int >= 1")
@@ -132,19 +138,7 @@ def _check_curriculum(
             f"curriculum_retreat={retreat!r} is not allowed: it must be in "
             f"[0, curriculum_success={success})"
         )
-    return int(start)
-
-
-def _init_curriculum(
-    env: Any, start: int | None, episodes: int, success: float, retreat: float
-) -> int:
-    """Check the curriculum arguments and set them on ``env`` (either implementation);
-    returns the first level (``max_length`` without a curriculum)."""
-    checked = _check_curriculum(start, episodes, success, retreat, env.max_length)
-    env.curriculum = checked is not None
-    env.curriculum_start = env.max_length if checked is None else checked
-    env.curriculum_episodes, env.curriculum_success = episodes, success
-    env.curriculum_retreat = retreat
+    env.curriculum_start = int(start)
     return env.curriculum_start
 
 

@@ -626,10 +626,10 @@ class SlotTransformer(Memory):
             mask_span = span_slot, span_chunk
             if noise is not None:
                 mask_span = span_slot.clamp(max=noise), span_chunk.clamp(max=noise)
-            slot_log_mask, slot_ramp = RampLogMask.apply(
+            slot_log_mask, _ = RampLogMask.apply(
                 mask_span[0], slot_write, t_query, slot_visible, self.ramp
             )  # [B, T, S]
-            chunk_log_mask, chunk_ramp = RampLogMask.apply(
+            chunk_log_mask, _ = RampLogMask.apply(
                 mask_span[1], t, t_query, chunk_visible, self.ramp
             )  # [B, T, T]
             slot_age = t[:, :, None] - slot_write[:, None]  # [B, T, S]
