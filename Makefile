@@ -1,6 +1,6 @@
 # Two entry points, each setting everything up on a fresh machine:
-#   make demo   -> Expire-Span PPO learns the short Corridor (about 3 minutes on 2 CPU cores),
-#                  heatmaps and report in runs/demo
+#   make demo   -> the main job: Expire-Span PPO learns Lethe/Corridor-v0 through its length
+#                  curriculum (about 3 minutes on 2 CPU cores), heatmaps and report in runs/demo
 #   make test   -> lint + the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) train_rl.py --env Lethe/Corridor-S-v0 --total-steps 200000 --run-dir runs/demo --overwrite
+	$(PY) train_rl.py --run-dir runs/demo --overwrite
 	$(PY) train_rl.py analyze runs/demo --episodes 10
 
 lint: $(STAMP)

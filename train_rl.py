@@ -1,9 +1,9 @@
 """Train an agent with a memory core from the command line.
 
-    python train_rl.py                                    # Expire-Span PPO on Lethe/Corridor-v0
+    python train_rl.py              # Expire-Span PPO learns Lethe/Corridor-v0 via its curriculum
     python train_rl.py --env Lethe/Portal-v0 --algo a2c --memory window --num-envs 512
-    python train_rl.py --resume runs/Lethe_Corridor-v0-ppo-expire-span-s1
-    python train_rl.py analyze runs/Lethe_Corridor-v0-ppo-expire-span-s1   # heatmaps + report
+    python train_rl.py --resume runs/Lethe_Corridor-Curriculum-v0-ppo-expire-span-s1
+    python train_rl.py analyze runs/Lethe_Corridor-Curriculum-v0-ppo-expire-span-s1  # heatmaps
 
 Every option is a field of the dataclasses in `agents/config.py`; `--help` lists them all.
 """
@@ -153,6 +153,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("env steps", f"{summary['total_env_steps']:,}"),
         ("wall time", f"{summary['wall_seconds']:.1f} s"),
         ("env steps / s", f"{summary['env_steps_per_second']:,.0f}"),
+        ("eval env", summary.get("eval_env_id", summary["env_id"])),
         ("eval episodes", str(ev["episodes"])),
         ("eval mean return", "-" if ev["mean_return"] is None else f"{ev['mean_return']:.3f}"),
         ("eval success rate", "-" if ev["success_rate"] is None else f"{ev['success_rate']:.3f}"),

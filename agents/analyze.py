@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from agents.config import DEVICES, ConfigError, TrainConfig
+from agents.evaluate import eval_env_id
 from agents.policy import ActorCritic
 from agents.retention import (
     MAX_TRACKED_STEPS,
@@ -101,7 +102,7 @@ def load_policy(
             "allowed: expire-span, window, full"
         )
     device = resolve_device(device_name)
-    env_id = env_id or config.eval_env or config.env
+    env_id = env_id or eval_env_id(config)
     env = make_vector_env(env_id, 1, device)
     try:
         policy = ActorCritic(env.obs_spaces, int(env.single_action_space.n), config.memory)

@@ -89,7 +89,11 @@ class AlgoConfig:
 class TrainConfig:
     """A whole run: the environment, the run's length and where its results go."""
 
-    env: str = _f("Lethe/Corridor-v0", "Gymnasium id (or module:id) of the environment")
+    env: str = _f(
+        "Lethe/Corridor-Curriculum-v0",
+        "Gymnasium id (or module:id) of the environment; the default is Lethe/Corridor-v0 "
+        "taught through its length curriculum (evaluated on Lethe/Corridor-v0)",
+    )
     num_envs: int = _f(
         32, "environments stepped together (batched on the device for Lethe ids; per process)"
     )
@@ -112,8 +116,9 @@ class TrainConfig:
     eval_episodes: int = _f(100, "episodes of the final evaluation (0: none)")
     eval_env: str = _f(
         "",
-        "Gymnasium id of the final evaluation and the retention heatmaps (default: --env), "
-        "e.g. Lethe/Corridor-L1000-v0 after training on Lethe/Corridor-L1000-Curriculum-v0",
+        "Gymnasium id of the final evaluation and the retention heatmaps (default: --env, or "
+        "for a curriculum id the task it teaches: Lethe/Corridor-L1000-v0 for "
+        "Lethe/Corridor-L1000-Curriculum-v0)",
     )
     eval_deterministic: bool = _f(False, "evaluate with the most likely action instead of sampling")
     dist_timeout: float = _f(

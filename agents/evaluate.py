@@ -7,14 +7,22 @@ from typing import Any
 
 import torch
 
+from agents.config import TrainConfig
 from agents.policy import ActorCritic
 from agents.vec import make_vector_env
+from envs import task_of
 
 #: evaluation runs at most this many envs at once (more episodes: several rounds)
 MAX_EVAL_ENVS = 256
 #: a round that has not ended every episode after this many steps is cut short
 MAX_EVAL_STEPS = 100_000
 CHECK_EVERY = 32  # steps between host checks of "are all episodes over"
+
+
+def eval_env_id(config: TrainConfig) -> str:
+    """The env of the final evaluation and the heatmaps: ``--eval-env``, else ``--env`` (for a
+    curriculum id, the task it teaches: `envs.task_of`)."""
+    return config.eval_env or task_of(config.env)
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ from agents.distributed import (
     unwrap,
     wrap_model,
 )
-from agents.evaluate import evaluate
+from agents.evaluate import eval_env_id, evaluate
 from agents.logging import RunLogger
 from agents.losses import explained_variance
 from agents.policy import ActorCritic
@@ -113,26 +113,22 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def eval_env_id(config: TrainConfig) -> str:
-    """The env of the final evaluation and the heatmaps: ``--eval-env``, else ``--env``."""
-    return config.eval_env or config.env
-
-
 def check_eval_env(config: TrainConfig, env: TorchVectorEnv, device: torch.device) -> None:
     """A one-line `ConfigError` unless ``--eval-env`` exists and has the spaces of ``--env``.
 
     Checked before training, not found out by the evaluation at the end of the run.
     """
-    if not config.eval_env or config.eval_env == config.env:
+    eval_id = eval_env_id(config)
+    if eval_id == config.env:
         return
-    probe = make_vector_env(config.eval_env, 1, device)
+    probe = make_vector_env(eval_id, 1, device)
     try:
         for what in ("single_observation_space", "single_action_space"):
             train_space, eval_space = getattr(env, what), getattr(probe, what)
             if train_space != eval_space:
                 name = what.removeprefix("single_").replace("_", " ")
                 raise ConfigError(
-                    f"--eval-env {config.eval_env} has {name} {eval_space}, but --env "
+                    f"--eval-env {eval_id} has {name} {eval_space}, but --env "
                     f"{config.env} has {train_space}; allowed: an env with the same spaces"
                 )
     finally:

@@ -14,9 +14,10 @@ same task with its own budget (``--sb3-steps``: it is ~100x slower per step).
 
 Targets (issue 4): ``corridor-l1000``: success >= 0.95 with capacity 16 where window 16 stays
 at chance; ``portal``: return >= 90% of the perfect-memory oracle's (measured here on the
-batched twin). The long corridors train on their length curriculum
-(``Lethe/Corridor-L*-Curriculum-v0``) and are evaluated on the fixed length; steps to target
-count only training episodes at the curriculum's last level (lengths L/2 to L).
+batched twin). ``corridor`` and the long corridors train on their length curriculum
+(``Lethe/Corridor-Curriculum-v0``, ``Lethe/Corridor-L*-Curriculum-v0``) and are evaluated on
+the task it teaches; steps to target count only training episodes at the curriculum's last
+level (lengths 5 to 50; L/2 to L).
 """
 
 from __future__ import annotations
@@ -77,7 +78,15 @@ LONG = long_memory(1000)
 
 TASKS = {
     "corridor-s": Task("Lethe/Corridor-S-v0", "success", 0.9, 200_000, 20_000),
-    "corridor": Task("Lethe/Corridor-v0", "success", 0.9, 2_000_000, 20_000),
+    "corridor": Task(
+        "Lethe/Corridor-v0",
+        "success",
+        0.9,
+        2_000_000,
+        20_000,
+        train_env="Lethe/Corridor-Curriculum-v0",
+        final_level=50,
+    ),
     "corridor-l100": Task(
         "Lethe/Corridor-L100-v0",
         "success",

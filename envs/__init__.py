@@ -22,12 +22,32 @@ REGISTERED_IDS: dict[str, tuple[tuple[str, str], dict[str, int]]] = {
     "Lethe/Corridor-L100-v0": (_CORRIDOR, {"length": 100}),
     "Lethe/Corridor-L500-v0": (_CORRIDOR, {"length": 500}),
     "Lethe/Corridor-L1000-v0": (_CORRIDOR, {"length": 1000}),
+    "Lethe/Corridor-Curriculum-v0": (
+        _CORRIDOR,
+        {"min_length": 5, "max_length": 50, "curriculum_start": 10},
+    ),
     "Lethe/Corridor-L100-Curriculum-v0": (_CORRIDOR, {"length": 100, "curriculum_start": 10}),
     "Lethe/Corridor-L1000-Curriculum-v0": (_CORRIDOR, {"length": 1000, "curriculum_start": 10}),
     "Lethe/Portal-v0": (_PORTAL, {"num_rooms": 4, "hallway_length": 8, "max_steps": 400}),
     "Lethe/Portal-Hard-v0": (_PORTAL, {"num_rooms": 6, "hallway_length": 16, "max_steps": 1000}),
 }
 """Every id this package registers: ``id -> ((entry_point, vector_entry_point), kwargs)``."""
+
+CURRICULUM_TASKS: dict[str, str] = {
+    "Lethe/Corridor-Curriculum-v0": "Lethe/Corridor-v0",
+    "Lethe/Corridor-L100-Curriculum-v0": "Lethe/Corridor-L100-v0",
+    "Lethe/Corridor-L1000-Curriculum-v0": "Lethe/Corridor-L1000-v0",
+}
+"""The task each curriculum id teaches: where an agent trained on it is evaluated.
+
+``Lethe/Corridor-Curriculum-v0``'s last level draws Corridor-v0's lengths (5 to 50); the long
+ones end at lengths L/2 to L and are evaluated at the fixed length L."""
+
+
+def task_of(env_id: str) -> str:
+    """The id an agent trained on ``env_id`` is evaluated on: itself, or the task a
+    curriculum id teaches (`CURRICULUM_TASKS`)."""
+    return CURRICULUM_TASKS.get(env_id, env_id)
 
 
 def register_all() -> None:

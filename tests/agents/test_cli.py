@@ -147,6 +147,29 @@ def test_curriculum_level_is_logged_kept_on_resume_and_eval_env_used(tmp_path):
     assert load_checkpoint(run_dir)["curriculum_levels"] == [44.0]
 
 
+def test_the_main_job_trains_on_the_curriculum_and_evaluates_on_corridor(tmp_path):
+    """``python train_rl.py`` with no ``--env``: Corridor-v0 through its curriculum."""
+    from agents.config import TrainConfig
+    from agents.evaluate import eval_env_id
+
+    assert TrainConfig().env == "Lethe/Corridor-Curriculum-v0"
+    for env, task in [
+        ("Lethe/Corridor-Curriculum-v0", "Lethe/Corridor-v0"),
+        ("Lethe/Corridor-L1000-Curriculum-v0", "Lethe/Corridor-L1000-v0"),
+        ("Lethe/Portal-v0", "Lethe/Portal-v0"),
+        ("CartPole-v1", "CartPole-v1"),
+    ]:
+        assert eval_env_id(TrainConfig(env=env)) == task
+        assert eval_env_id(TrainConfig(env=env, eval_env="Lethe/Corridor-S-v0")) == (
+            "Lethe/Corridor-S-v0"
+        )
+    run_dir = tmp_path / "run"
+    assert train_rl.main([*TINY, "--total-steps", "64", "--run-dir", str(run_dir)]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_id"] == "Lethe/Corridor-Curriculum-v0"
+    assert summary["eval_env_id"] == "Lethe/Corridor-v0"
+
+
 @pytest.mark.parametrize(
     ("eval_env", "needles"),
     [

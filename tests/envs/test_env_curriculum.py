@@ -17,6 +17,24 @@ from envs.corridor import (
 from envs.reference import corridor_oracle_action, corridor_oracle_actions
 
 
+def test_each_curriculum_id_is_its_task_plus_a_curriculum():
+    from envs import CURRICULUM_TASKS, REGISTERED_IDS, task_of
+
+    for curriculum_id, task_id in CURRICULUM_TASKS.items():
+        (entry, curriculum_kwargs), (task_entry, task_kwargs) = (
+            REGISTERED_IDS[curriculum_id],
+            REGISTERED_IDS[task_id],
+        )
+        assert entry == task_entry and "curriculum_start" not in task_kwargs
+        assert {k: v for k, v in curriculum_kwargs.items() if k != "curriculum_start"} == (
+            task_kwargs
+        )
+        assert task_of(curriculum_id) == task_id and task_of(task_id) == task_id
+    # Corridor-v0's curriculum ends on Corridor-v0's own lengths, 5 to 50.
+    env = gymnasium.make("Lethe/Corridor-Curriculum-v0").unwrapped
+    assert curriculum_bounds(env.max_length, env.min_length) == (5, 50)
+
+
 def test_bounds_and_growth_by_hand():
     # [min(min_length, ceil(level / 2)), level], the last level too.
     assert curriculum_bounds(10, 100) == (5, 10)
