@@ -15,9 +15,10 @@ same task with its own budget (``--sb3-steps``: it is ~100x slower per step).
 Targets (issue 4): ``corridor-l1000``: success >= 0.95 with capacity 16 where window 16 stays
 at chance; ``portal``: return >= 90% of the perfect-memory oracle's (measured here on the
 batched twin). ``corridor`` and the long corridors train on their length curriculum
-(``Lethe/Corridor-Curriculum-v0``, ``Lethe/Corridor-L*-Curriculum-v0``) and are evaluated on
-the task it teaches; steps to target count only training episodes at the curriculum's last
-level (lengths 5 to 50; L/2 to L).
+(``Lethe/Corridor-Curriculum-v0``, ``Lethe/Corridor-L*-Curriculum-v0``), ``portal`` on its
+room curriculum (``Lethe/Portal-Curriculum-v0``), and are evaluated on the task it teaches;
+steps to target count only training episodes at the curriculum's last level (lengths 5 to 50;
+L/2 to L; all 4 rooms).
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ TASKS = {
         100_000,
         {"expire-span": {"span_limit": 512, "span_init": 0.03, "ramp": 16}},
         num_envs=256,
+        train_env="Lethe/Portal-Curriculum-v0",
+        final_level=4,
     ),
 }
 

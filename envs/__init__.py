@@ -29,6 +29,10 @@ REGISTERED_IDS: dict[str, tuple[tuple[str, str], dict[str, int]]] = {
     "Lethe/Corridor-L100-Curriculum-v0": (_CORRIDOR, {"length": 100, "curriculum_start": 10}),
     "Lethe/Corridor-L1000-Curriculum-v0": (_CORRIDOR, {"length": 1000, "curriculum_start": 10}),
     "Lethe/Portal-v0": (_PORTAL, {"num_rooms": 4, "hallway_length": 8, "max_steps": 400}),
+    "Lethe/Portal-Curriculum-v0": (
+        _PORTAL,
+        {"num_rooms": 4, "hallway_length": 8, "max_steps": 400, "curriculum_start": 1},
+    ),
     "Lethe/Portal-Hard-v0": (_PORTAL, {"num_rooms": 6, "hallway_length": 16, "max_steps": 1000}),
 }
 """Every id this package registers: ``id -> ((entry_point, vector_entry_point), kwargs)``."""
@@ -37,11 +41,13 @@ CURRICULUM_TASKS: dict[str, str] = {
     "Lethe/Corridor-Curriculum-v0": "Lethe/Corridor-v0",
     "Lethe/Corridor-L100-Curriculum-v0": "Lethe/Corridor-L100-v0",
     "Lethe/Corridor-L1000-Curriculum-v0": "Lethe/Corridor-L1000-v0",
+    "Lethe/Portal-Curriculum-v0": "Lethe/Portal-v0",
 }
 """The task each curriculum id teaches: where an agent trained on it is evaluated.
 
 ``Lethe/Corridor-Curriculum-v0``'s last level draws Corridor-v0's lengths (5 to 50); the long
-ones end at lengths L/2 to L and are evaluated at the fixed length L."""
+ones end at lengths L/2 to L and are evaluated at the fixed length L; the Portal's last level
+(all 4 rooms) is Portal-v0."""
 
 
 def task_of(env_id: str) -> str:

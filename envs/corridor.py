@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
 from envs import events
+from envs.curriculum import count_episode, count_episodes, init_batched_counts, init_curriculum
 from envs.grid import (
     EMPTY_CELL,
     WALL_CELL,
@@ -113,35 +115,6 @@ CURRICULUM_GROWTH = (5, 4)
 each retreat by 4/5 (rounded down), down to the start level."""
 
 
-def _init_curriculum(
-    env: Any, start: int | None, episodes: int, success: float, retreat: float
-) -> int:
-    """Check the curriculum arguments and set them on ``env`` (either implementation);
-    returns the first level (``max_length`` without a curriculum)."""
-    env.curriculum = start is not None
-    env.curriculum_start = env.max_length
-    env.curriculum_episodes, env.curriculum_success = episodes, success
-    env.curriculum_retreat = retreat
-    if start is None:
-        return env.curriculum_start
-    if not isinstance(start, int | np.integer) or not 1 <= start <= env.max_length:
-        raise ValueError(
-            f"curriculum_start={start!r} is not allowed: it must be an int in "
-            f"[1, max_length={env.max_length}] (or None: no curriculum)"
-        )
-    if not isinstance(episodes, int | np.integer) or episodes < 1:
-        raise ValueError(f"curriculum_episodes={episodes!r} is not allowed: it must be an int >= 1")
-    if not 0 < success <= 1:
-        raise ValueError(f"curriculum_success={success!r} is not allowed: it must be in (0, 1]")
-    if not 0 <= retreat < success:
-        raise ValueError(
-            f"curriculum_retreat={retreat!r} is not allowed: it must be in "
-            f"[0, curriculum_success={success})"
-        )
-    env.curriculum_start = int(start)
-    return env.curriculum_start
-
-
 def curriculum_bounds(level: Any, min_length: int) -> tuple[Any, Any]:
     """Lengths drawn at curriculum ``level`` (int or tensor): uniform in
     ``[min(min_length, ceil(level / 2)), level]``, so that a level's lengths straddle the
@@ -169,6 +142,21 @@ def previous_curriculum_level(level: Any, start: int) -> Any:
     if isinstance(shrunk, torch.Tensor):
         return shrunk.clamp(min=start)
     return max(shrunk, start)
+
+
+def _init_length_curriculum(
+    env: Any, start: int | None, episodes: int, success: float, retreat: float
+) -> int:
+    """Check and set the length curriculum's arguments (either implementation)."""
+    return init_curriculum(env, start, episodes, success, retreat, env.max_length, "max_length")
+
+
+def _length_steps(env: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """The curriculum's advance and retreat for a Corridor (either implementation)."""
+    return (
+        lambda level: next_curriculum_level(level, env.max_length),
+        lambda level: previous_curriculum_level(level, env.curriculum_start),
+    )
 
 
 class CorridorEnv(LetheMiniGridEnv):
@@ -274,10 +262,9 @@ class CorridorEnv(LetheMiniGridEnv):
             check_max_steps(max_steps)
         self.fixed_max_steps = max_steps
         self.progress_reward = _check_progress_reward(progress_reward)
-        self.curriculum_level = _init_curriculum(
+        self.curriculum_level = _init_length_curriculum(
             self, curriculum_start, curriculum_episodes, curriculum_success, curriculum_retreat
         )
-        self._episode_level, self._level_episodes, self._level_successes = 0, 0, 0
         self.length, self.cue, self.best_x = self.max_length, 0, START_X
         super().__init__(
             width=corridor_width(self.max_length),
@@ -328,24 +315,8 @@ class CorridorEnv(LetheMiniGridEnv):
         """One step; an episode that ends here counts toward the length curriculum."""
         obs, reward, terminated, truncated, info = super().step(action)
         if self.curriculum and (terminated or truncated):
-            self._count_episode(bool(info.get("success", False)))
+            count_episode(self, bool(info.get("success", False)), *_length_steps(self))
         return obs, reward, terminated, truncated, info
-
-    def _count_episode(self, success: bool) -> None:
-        if self._episode_level != self.curriculum_level:
-            return  # drawn at an earlier level
-        self._level_episodes += 1
-        self._level_successes += success
-        if self._level_episodes >= self.curriculum_episodes:
-            if self._level_successes >= self.curriculum_success * self._level_episodes:
-                self.curriculum_level = next_curriculum_level(
-                    self.curriculum_level, self.max_length
-                )
-            elif self._level_successes < self.curriculum_retreat * self._level_episodes:
-                self.curriculum_level = previous_curriculum_level(
-                    self.curriculum_level, self.curriculum_start
-                )
-            self._level_episodes, self._level_successes = 0, 0
 
 
 class CorridorVectorEnv(BatchedGridVectorEnv):
@@ -388,13 +359,10 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
         self.fixed_max_steps = max_steps
         self.progress_reward = _check_progress_reward(progress_reward)
         device = torch.device(device)
-        level = _init_curriculum(
+        level = _init_length_curriculum(
             self, curriculum_start, curriculum_episodes, curriculum_success, curriculum_retreat
         )
-        self.curriculum_level = torch.tensor(level, dtype=torch.long, device=device)
-        self._level_episodes = torch.zeros((), dtype=torch.long, device=device)
-        self._level_successes = torch.zeros((), dtype=torch.long, device=device)
-        self._episode_level = torch.zeros(num_envs, dtype=torch.long, device=device)
+        init_batched_counts(self, level, num_envs, device)
         # The base grid holds the corridor row at its longest; the per-episode cells cut
         # each env's corridor to its own length.
         grid = BatchedGrid(
@@ -494,25 +462,8 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
         """One step of every env; episodes that end here count toward the curriculum."""
         obs, reward, terminated, truncated, info = super().step(actions)
         if self.curriculum:
-            self._count_episodes(terminated | truncated, info["success"])
+            count_episodes(self, terminated | truncated, info["success"], *_length_steps(self))
         return obs, reward, terminated, truncated, info
-
-    def _count_episodes(self, done: torch.Tensor, success: torch.Tensor) -> None:
-        """`CorridorEnv._count_episode` for all envs at once, as tensor ops on the device."""
-        counted = done & (self._episode_level == self.curriculum_level)
-        episodes = self._level_episodes + counted.sum()
-        successes = self._level_successes + (counted & success).sum()
-        full = episodes >= self.curriculum_episodes
-        advance = full & (successes >= self.curriculum_success * episodes)
-        retreat = full & ~advance & (successes < self.curriculum_retreat * episodes)
-        level = self.curriculum_level
-        self.curriculum_level = torch.where(
-            advance,
-            next_curriculum_level(level, self.max_length),
-            torch.where(retreat, previous_curriculum_level(level, self.curriculum_start), level),
-        )
-        self._level_episodes = torch.where(full, 0, episodes)
-        self._level_successes = torch.where(full, 0, successes)
 
     def _task_step(
         self, action: torch.Tensor, moved: torch.Tensor

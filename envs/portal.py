@@ -10,6 +10,7 @@ import torch
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
 from envs import events
+from envs.curriculum import count_episode, count_episodes, init_batched_counts, init_curriculum
 from envs.grid import (
     EMPTY_CELL,
     BatchedGrid,
@@ -45,6 +46,33 @@ def _check_rooms(num_rooms: int, hallway_length: int) -> None:
         raise ValueError(
             f"hallway_length={hallway_length!r} is not allowed: it must be an int >= 0"
         )
+
+
+def _check_trials(trials: int) -> int:
+    if not isinstance(trials, int | np.integer) or trials < 1:
+        raise ValueError(f"curriculum_trials={trials!r} is not allowed: it must be an int >= 1")
+    return int(trials)
+
+
+def _init_room_curriculum(
+    env: Any, start: int | None, episodes: int, success: float, retreat: float, trials: int
+) -> int:
+    """Check and set the room curriculum's arguments (either implementation); the first level."""
+    env.curriculum_trials = _check_trials(trials)
+    num_rooms = env.geometry.num_rooms
+    return init_curriculum(env, start, episodes, success, retreat, num_rooms, "num_rooms")
+
+
+def _room_steps(env: Any) -> tuple[Any, Any]:
+    """The room curriculum's advance (one room more, at most ``num_rooms``) and retreat (one
+    room less, at least the start), for ints or tensors."""
+    top, start = env.geometry.num_rooms, env.curriculum_start
+    if isinstance(env.curriculum_level, torch.Tensor):
+        return (
+            lambda level: (level + 1).clamp(max=top),
+            lambda level: (level - 1).clamp(min=start),
+        )
+    return (lambda level: min(level + 1, top), lambda level: max(level - 1, start))
 
 
 @dataclass(frozen=True)
@@ -151,10 +179,23 @@ class PortalEnv(LetheMiniGridEnv):
     `correct_sides`: a list of `num_rooms` ints, 0 (north) or 1 (south), fixes the correct
     portals; otherwise they are drawn from `self.np_random`.
 
+    ## Room curriculum
+
+    With `curriculum_start=S` a trial first crosses only the first `S` rooms: at level `k`
+    the correct portal of room `k - 1` completes it (reward 1, back to room 0) and the rooms
+    beyond are never reached. An episode succeeds when it completes at least
+    `curriculum_trials` trials (default 2: one after the first, which may be luck). After
+    every `curriculum_episodes` (256) episodes drawn at the current level, the level goes up
+    by one room (to at most `num_rooms`) if at least `curriculum_success` (0.9) of them
+    succeeded, down by one (to at least `S`) if fewer than `curriculum_retreat` (0.6) did
+    (`envs.curriculum`). A random policy completes no trial of `Lethe/Portal-v0` (4 rooms): a
+    trial pays only at the last room, so the full task gives a learner nothing to start from.
+
     ## Registered Configurations
 
     - `Lethe/Portal-v0`: 4 rooms, hallways of 8 cells, 400 steps
     - `Lethe/Portal-Hard-v0`: 6 rooms, hallways of 16 cells, 1000 steps
+    - `Lethe/Portal-Curriculum-v0`: Portal-v0 with the room curriculum from 1 room
     """
 
     layout_keys = ("correct_sides",)
@@ -165,11 +206,24 @@ class PortalEnv(LetheMiniGridEnv):
         hallway_length: int = 8,
         max_steps: int = 400,
         agent_view_size: int = 3,
+        curriculum_start: int | None = None,
+        curriculum_episodes: int = 256,
+        curriculum_success: float = 0.9,
+        curriculum_retreat: float = 0.6,
+        curriculum_trials: int = 2,
         render_mode: str | None = None,
     ) -> None:
         _check_rooms(num_rooms, hallway_length)
         check_max_steps(max_steps)
         self.geometry = PortalGeometry(int(num_rooms), int(hallway_length))
+        self.curriculum_level = _init_room_curriculum(
+            self,
+            curriculum_start,
+            curriculum_episodes,
+            curriculum_success,
+            curriculum_retreat,
+            curriculum_trials,
+        )
         self._layout_cells = portal_layout(self.geometry)
         self._portals = self.geometry.portals()
         self.correct_sides = [0] * self.geometry.num_rooms
@@ -198,6 +252,7 @@ class PortalEnv(LetheMiniGridEnv):
                 "each 0 (north) or 1 (south)"
             )
         self.correct_sides = sides
+        self._episode_level = self.curriculum_level  # rooms a trial crosses this episode
         self.trials = self.wrong_portals = 0
         self.agent_pos, self.agent_dir = ENTRY, 0
         return self._layout_cells
@@ -210,14 +265,22 @@ class PortalEnv(LetheMiniGridEnv):
             target_x = ENTRY[0]
             if side == self.correct_sides[room]:
                 event = events.CORRECT_PORTAL
-                target_x = self.geometry.portal_target_x(room)
-                if room == self.geometry.num_rooms - 1:
+                if room == self._episode_level - 1:  # the trial's last room: back to room 0
                     reward, self.trials = 1.0, self.trials + 1
+                else:
+                    target_x = self.geometry.portal_target_x(room)
             else:
                 event, self.wrong_portals = events.WRONG_PORTAL, self.wrong_portals + 1
             self.agent_pos, self.agent_dir = (target_x, MIDDLE_Y), 0
         final_info = {"trials": self.trials, "wrong_portals": self.wrong_portals}
         return reward, False, event, final_info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """One step; an episode that ends here counts toward the room curriculum."""
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.curriculum and (terminated or truncated):
+            count_episode(self, self.trials >= self.curriculum_trials, *_room_steps(self))
+        return obs, reward, terminated, truncated, info
 
 
 class PortalVectorEnv(BatchedGridVectorEnv):
@@ -242,6 +305,11 @@ class PortalVectorEnv(BatchedGridVectorEnv):
         agent_view_size: int = 3,
         device: str | torch.device = "cpu",
         check_actions: bool | None = None,
+        curriculum_start: int | None = None,
+        curriculum_episodes: int = 256,
+        curriculum_success: float = 0.9,
+        curriculum_retreat: float = 0.6,
+        curriculum_trials: int = 2,
         render_mode: str | None = None,
     ) -> None:
         check_no_render(render_mode)
@@ -249,6 +317,15 @@ class PortalVectorEnv(BatchedGridVectorEnv):
         check_max_steps(max_steps)
         device = torch.device(device)
         self.geometry = geometry = PortalGeometry(int(num_rooms), int(hallway_length))
+        level = _init_room_curriculum(
+            self,
+            curriculum_start,
+            curriculum_episodes,
+            curriculum_success,
+            curriculum_retreat,
+            curriculum_trials,
+        )
+        init_batched_counts(self, level, num_envs, device)
         grid = BatchedGrid(num_envs, portal_layout(geometry), agent_view_size, device, shared=True)
         super().__init__(num_envs, grid, check_actions)
         n, rooms = num_envs, geometry.num_rooms
@@ -265,7 +342,6 @@ class PortalVectorEnv(BatchedGridVectorEnv):
         target_x = torch.tensor([geometry.portal_target_x(r) for r in range(rooms)])
         self._id_target = grid.local_index(target_x, MIDDLE_Y).to(device)[self._id_room]  # [2R]
         self._entry_local = grid.local_index(ENTRY[0], MIDDLE_Y)
-        self._id_correct_code = torch.where(self._id_room == rooms - 1, _LAST_CORRECT, _CORRECT)
         # Per env and portal id: outcome (_NONE, _CORRECT, _WRONG, _LAST_CORRECT) and the
         # local index the portal leads to, rebuilt per episode from correct_sides.
         self._outcome = torch.zeros(n, ids, dtype=torch.long, device=device)  # [N, 1 + 2R]
@@ -301,9 +377,12 @@ class PortalVectorEnv(BatchedGridVectorEnv):
 
     def _apply_layouts_at(self, sel: EnvSelection, layouts: dict[str, torch.Tensor]) -> None:
         sides = sel.take(layouts["correct_sides"])  # [k, R]
+        level = self.curriculum_level.expand(sel.size)  # [k] rooms a trial crosses
+        self._episode_level = sel.put(self._episode_level, level)
         correct = sides.index_select(1, self._id_room) == self._id_side  # [k, 2R]
-        outcome = torch.where(correct, self._id_correct_code, _WRONG)  # [k, 2R]
-        dest = torch.where(correct, self._id_target, self._entry_local)  # [k, 2R]
+        last = self._id_room == level[:, None] - 1  # [k, 2R] the trial's last room
+        outcome = torch.where(correct, torch.where(last, _LAST_CORRECT, _CORRECT), _WRONG)
+        dest = torch.where(correct & ~last, self._id_target, self._entry_local)  # [k, 2R]
         none = torch.zeros(sel.size, 1, dtype=torch.long, device=self.device)
         self._outcome = sel.put(self._outcome, torch.cat([none, outcome], 1))
         self._dest = sel.put(self._dest, torch.cat([none, dest], 1))
@@ -330,3 +409,13 @@ class PortalVectorEnv(BatchedGridVectorEnv):
         event = self._event_of.index_select(0, outcome)
         final_info = {"trials": self.trials, "wrong_portals": self.wrong_portals}
         return trial_done.float(), self._not_terminated, event, final_info
+
+    def step(
+        self, actions: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """One step of every env; episodes that end here count toward the room curriculum."""
+        obs, reward, terminated, truncated, info = super().step(actions)
+        if self.curriculum:
+            success = info["trials"] >= self.curriculum_trials
+            count_episodes(self, terminated | truncated, success, *_room_steps(self))
+        return obs, reward, terminated, truncated, info

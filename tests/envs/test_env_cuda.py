@@ -53,7 +53,13 @@ def test_cuda_twin_equals_cpu_twin(make) -> None:
 
 
 @pytest.mark.parametrize(
-    "env_id", ["Lethe/Corridor-v0", "Lethe/Portal-v0", "Lethe/Corridor-L100-Curriculum-v0"]
+    "env_id",
+    [
+        "Lethe/Corridor-v0",
+        "Lethe/Portal-v0",
+        "Lethe/Corridor-L100-Curriculum-v0",
+        "Lethe/Portal-Curriculum-v0",
+    ],
 )
 def test_cuda_twin_steps_without_host_synchronisation(env_id: str) -> None:
     """Stepping (auto-resets included) never waits on the GPU: CUDA's sync debug mode turns

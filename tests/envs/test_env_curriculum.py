@@ -1,4 +1,5 @@
-"""The Corridor's length curriculum: the same rule in both implementations, on the device."""
+"""The curricula (the Corridor's lengths, the Portal's rooms): the same rule in both
+implementations, on the device."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from envs.corridor import (
     next_curriculum_level,
     previous_curriculum_level,
 )
-from envs.reference import corridor_oracle_action, corridor_oracle_actions
+from envs.portal import PortalEnv, PortalVectorEnv
+from envs.reference import BatchedPortalOracle, corridor_oracle_action, corridor_oracle_actions
 
 
 def test_each_curriculum_id_is_its_task_plus_a_curriculum():
@@ -192,3 +194,71 @@ def test_bad_curriculum_arguments(cls, kwargs, message):
     args = (4,) if cls is CorridorVectorEnv else ()
     with pytest.raises(ValueError, match=message):
         cls(*args, length=100, **kwargs)
+
+
+# ---- the Portal's room curriculum ----------------------------------------------------------
+ROOMS = dict(num_rooms=3, hallway_length=0, max_steps=100)
+EPISODE = ROOMS["max_steps"] + 1  # twin steps per episode: its steps, then the reset step
+# From the entry of room 0 (facing east) into room 0's north portal.
+TO_NORTH_PORTAL = [2, 2, 0, 2, 1, 2]
+
+
+def test_portal_trial_ends_at_the_level_s_last_room():
+    for start, reward, position in ((1, 1.0, (1, 2)), (None, 0.0, (5, 2))):
+        env = PortalEnv(**ROOMS, curriculum_start=start)
+        env.reset(seed=0, options={"correct_sides": [0, 1, 1]})
+        for action in TO_NORTH_PORTAL:
+            _, got, *_ = env.step(action)
+        # At level 1 room 0's correct portal completes the trial and leads back to room 0;
+        # without a curriculum it leads on to room 1's doorway.
+        assert got == reward and tuple(env.agent_pos) == position and env.trials == reward
+
+
+def test_portal_levels_rise_with_the_oracle_and_fall_with_a_random_walk():
+    twin = PortalVectorEnv(16, **ROOMS, curriculum_start=1, curriculum_episodes=16)
+    twin.reset(seed=0)
+    oracle = BatchedPortalOracle(twin)
+    levels = [int(twin.curriculum_level)]
+    for _ in range(EPISODE * 4):  # four blocks of 16 episodes
+        _, _, terminated, truncated, info = twin.step(oracle.act(twin))
+        oracle.observe(info, terminated | truncated)
+        levels.append(int(twin.curriculum_level))
+    assert sorted(set(levels)) == [1, 2, 3] and levels[-1] == 3  # never past num_rooms
+    for _ in range(EPISODE * 2):  # turning on the spot: no trial, one room less per block
+        twin.step(torch.zeros(16, dtype=torch.long))
+    assert int(twin.curriculum_level) == 1
+
+
+def test_portal_twin_follows_the_room_curriculum_like_minigrid(lockstep):
+    """One twin env and one MiniGrid env, the same actions and layouts: every output equal
+    while the level moves (a trial at the level's last room returns to room 0)."""
+    kwargs = dict(
+        **ROOMS,
+        curriculum_start=1,
+        curriculum_episodes=2,
+        curriculum_success=0.5,
+        curriculum_retreat=0.25,
+        curriculum_trials=1,
+    )
+    levels = []
+
+    class Recorded(PortalVectorEnv):
+        def step(self, actions):
+            out = super().step(actions)
+            levels.append(int(self.curriculum_level))
+            return out
+
+    twin, singles = Recorded(1, **kwargs), []
+
+    def make_single():
+        singles.append(PortalEnv(**kwargs))
+        return singles[-1]
+
+    def draw(rng):
+        return {"correct_sides": rng.integers(0, 2, 3)}
+
+    rng = np.random.default_rng(5)
+    lockstep(make_single, twin, draw, 1500, rng, action_probs=[0.15, 0.15, 0.7])
+    assert singles[0].curriculum_level == levels[-1]
+    changes = sum(a != b for a, b in zip(levels, levels[1:], strict=False))
+    assert {1, 2} <= set(levels) and changes >= 2, levels  # up and down while in lockstep
