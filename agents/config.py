@@ -123,7 +123,8 @@ class TrainConfig:
     eval_deterministic: bool = _f(False, "evaluate with the most likely action instead of sampling")
     dist_timeout: float = _f(
         300.0,
-        "under torchrun: seconds a process waits for the others before the run stops with an error",
+        "under torchrun: seconds a process waits for the others before the run stops with an "
+        "error (also at the end, while rank 0 evaluates)",
     )
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)

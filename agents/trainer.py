@@ -250,7 +250,11 @@ def train(
             if ctx.is_main:  # pointed at the caller of `train`, once per run
                 for message in advisories(config):
                     warnings.warn(message, stacklevel=2)
-            return _train(config, run_dir, checkpoint, ctx, progress)
+            summary = _train(config, run_dir, checkpoint, ctx, progress)
+            # Leave the group together, after rank 0's evaluation and files: a rank that left
+            # it while rank 0 still held its connections could abort in gloo's teardown.
+            ctx.barrier()
+            return summary
         except RuntimeError as error:
             if not (ctx.enabled and lost_peer(error)):
                 raise
