@@ -262,3 +262,18 @@ def test_portal_twin_follows_the_room_curriculum_like_minigrid(lockstep):
     assert singles[0].curriculum_level == levels[-1]
     changes = sum(a != b for a, b in zip(levels, levels[1:], strict=False))
     assert {1, 2} <= set(levels) and changes >= 2, levels  # up and down while in lockstep
+
+
+@pytest.mark.parametrize("cls", [PortalEnv, PortalVectorEnv])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"curriculum_start": 5}, r"curriculum_start=5 .*\[1, num_rooms=4\]"),
+        ({"curriculum_start": 1, "curriculum_trials": 0}, r"curriculum_trials=0 .*>= 1"),
+        ({"curriculum_start": 1, "curriculum_success": 0}, r"curriculum_success=0 .*\(0, 1\]"),
+    ],
+)
+def test_bad_room_curriculum_arguments(cls, kwargs, message):
+    args = (4,) if cls is PortalVectorEnv else ()
+    with pytest.raises(ValueError, match=message):
+        cls(*args, num_rooms=4, **kwargs)
