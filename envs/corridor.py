@@ -218,7 +218,8 @@ class CorridorEnv(LetheMiniGridEnv):
     lengths it can bridge, instead of failing at its level for good. The last level,
     `max_length`, keeps its spread of lengths (a span learnt at the edge of one fixed
     length slips below it, and then nothing brings it back): train on the curriculum and
-    evaluate on the fixed task (`train_rl.py --eval-env`). Each env instance counts its own
+    evaluate on the task it teaches (`envs.task_of`, the default of `train_rl.py
+    --eval-env`). Each env instance counts its own
     episodes (the batched twin: all of its envs together); `curriculum_level` is the
     current level. Injected lengths are used as given.
 
@@ -232,6 +233,8 @@ class CorridorEnv(LetheMiniGridEnv):
     - `Lethe/Corridor-v0`: length drawn in [5, 50]
     - `Lethe/Corridor-S-v0`: length drawn in [5, 10] (for fast learning tests)
     - `Lethe/Corridor-L100-v0`, `Lethe/Corridor-L500-v0`, `Lethe/Corridor-L1000-v0`
+    - `Lethe/Corridor-Curriculum-v0`: Corridor-v0's lengths through the curriculum from
+      level 10 (lengths 5 to 10) up to 50 (lengths 5 to 50, Corridor-v0's own)
     - `Lethe/Corridor-L100-Curriculum-v0`, `Lethe/Corridor-L1000-Curriculum-v0`: the length
       curriculum from level 10 (lengths 5 to 10) up to 100 / 1000 (lengths 50 to 100 /
       500 to 1000), to train for `Lethe/Corridor-L100-v0` / `Lethe/Corridor-L1000-v0`
