@@ -103,7 +103,7 @@ def load_policy(
         )
     device = resolve_device(device_name)
     env_id = env_id or eval_env_id(config)
-    env = make_vector_env(env_id, 1, device)
+    env = make_vector_env(env_id, 1, device, config.memory.previous_action_reward)
     try:
         policy = ActorCritic(env.obs_spaces, int(env.single_action_space.n), config.memory)
     finally:

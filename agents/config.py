@@ -58,6 +58,12 @@ class MemoryConfig:
         "expire-span: the span predictor reads norm(h) / this; larger values slow and steady "
         "span learning (a saturated sigmoid gives a span no gradient to come back with)",
     )
+    previous_action_reward: bool = _f(
+        False,
+        "feed the previous action and reward to the policy with each observation, so that the "
+        "memory holds what the agent did and got (needed where reward is the only sign of an "
+        "outcome, e.g. which last-room portal of Lethe/Portal-v0 completed a trial)",
+    )
     window: int = _f(32, "window: steps each layer attends to")
     max_memory: int = _f(1024, "full: most memories kept (the whole episode up to this)")
 

@@ -45,7 +45,7 @@ def evaluate(
     remaining, round_index = episodes, 0
     while remaining > 0:
         n = min(remaining, MAX_EVAL_ENVS)
-        env = make_vector_env(env_id, n, device)
+        env = make_vector_env(env_id, n, device, policy.reads_previous_action_reward)
         try:
             obs, _ = env.reset(seed=seed + round_index)
             state = policy.initial_state(n, device)

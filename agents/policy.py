@@ -161,6 +161,12 @@ class ActorCritic(nn.Module):
         nn.init.orthogonal_(self.critic.weight, gain=1.0)
         nn.init.zeros_(self.critic.bias)
 
+    @property
+    def reads_previous_action_reward(self) -> bool:
+        """Whether the policy was built for `agents.vec.PREVIOUS_KEYS` observations (an env
+        made for it needs ``previous_action_reward=True``)."""
+        return "prev_action" in self.encoder.encoders
+
     def initial_state(self, batch_size: int, device: torch.device) -> Any:
         """The memory state of `batch_size` fresh envs (``()`` without a memory core)."""
         if self.memory is None:

@@ -182,7 +182,7 @@ def track_episode(
     if core is None:
         return None
     device = torch.device(device)
-    env = make_vector_env(env_id, 1, device)
+    env = make_vector_env(env_id, 1, device, policy.reads_previous_action_reward)
     try:
         obs, info = env.reset(seed=seed)
         generator = torch.Generator(device=device).manual_seed(seed)

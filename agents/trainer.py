@@ -121,7 +121,7 @@ def check_eval_env(config: TrainConfig, env: TorchVectorEnv, device: torch.devic
     eval_id = eval_env_id(config)
     if eval_id == config.env:
         return
-    probe = make_vector_env(eval_id, 1, device)
+    probe = make_vector_env(eval_id, 1, device, config.memory.previous_action_reward)
     try:
         for what in ("single_observation_space", "single_action_space"):
             train_space, eval_space = getattr(env, what), getattr(probe, what)
@@ -278,7 +278,7 @@ def _train(
     """Build the envs, the policy and the optimiser of this rank, then run `_loop`."""
     device = rank_device(resolve_device(config.device), ctx)
     seed_everything(config.seed)  # before the policy: the same initial parameters on every rank
-    env = make_vector_env(config.env, config.num_envs, device)
+    env = make_vector_env(config.env, config.num_envs, device, config.memory.previous_action_reward)
     try:
         check_eval_env(config, env, device)
         policy = ActorCritic(env.obs_spaces, int(env.single_action_space.n), config.memory).to(

@@ -9,6 +9,9 @@
 Both use Gymnasium's default autoreset mode, ``NEXT_STEP``, which the learner relies on (see
 `docs/architecture.md`). Observations are handed out as a dict of tensors: the keys of a
 ``Dict`` space (text entries such as MiniGrid's ``mission`` are dropped), or ``{"obs": x}``.
+With ``previous_action_reward`` two entries join them: ``prev_action`` (0 at an episode's
+first observation, else the action taken plus 1) and ``prev_reward`` (``[1]``, 0 at an
+episode's first observation), so that a memory holds what the agent did and got.
 
 Failures of a Gymnasium env (its own exception, in this process or in an async worker, or a
 worker process that died) surface as one `EnvError` naming the env and the cause, never as a
@@ -40,6 +43,9 @@ T = TypeVar("T")
 
 #: Gymnasium's async vector env starts one process per env; past this many per core, sync is faster.
 ASYNC_ENVS_PER_CORE = 4
+
+PREVIOUS_KEYS = ("prev_action", "prev_reward")
+"""The observation entries `TorchVectorEnv` adds with ``previous_action_reward``."""
 
 
 class EnvError(RuntimeError):
@@ -110,7 +116,11 @@ class TorchVectorEnv:
     """
 
     def __init__(
-        self, env: gym.vector.VectorEnv, device: torch.device, env_id: str | None = None
+        self,
+        env: gym.vector.VectorEnv,
+        device: torch.device,
+        env_id: str | None = None,
+        previous_action_reward: bool = False,
     ) -> None:
         self.env = env
         self.device = device
@@ -132,6 +142,22 @@ class TorchVectorEnv:
                 f"vector env autoreset mode {mode} is not supported; allowed: NEXT_STEP"
             )
         self.obs_spaces = observation_keys(self.single_observation_space)
+        self.previous_action_reward = previous_action_reward
+        if previous_action_reward:
+            taken = [k for k in PREVIOUS_KEYS if k in self.obs_spaces]
+            if taken:
+                raise ConfigError(
+                    f"env {self.env_id!r} already observes {taken[0]!r}: --previous-action-reward "
+                    f"adds {' and '.join(PREVIOUS_KEYS)}; allowed: an env without those keys"
+                )
+            n = int(self.single_action_space.n)
+            self.obs_spaces = {
+                **self.obs_spaces,
+                "prev_action": spaces.Discrete(n + 1),  # 0: none (an episode's first step)
+                "prev_reward": spaces.Box(-np.inf, np.inf, (1,), np.float32),
+            }
+            # NEXT_STEP autoreset: the step after a done returns the next episode's first obs
+            self._resetting = torch.zeros(self.num_envs, dtype=torch.bool, device=device)
         self.is_torch = False  # set by reset(): a batched twin answers in tensors
 
     def _tensor(self, value: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -191,28 +217,46 @@ class TorchVectorEnv:
             where = f" at {os.path.basename(code.co_filename)}:{frames.tb_lineno} in {code.co_name}"
         return f"env {self.env_id!r} failed in {what}: {detail}{where}"
 
+    def _with_previous(
+        self, obs: ObsDict, actions: torch.Tensor | None, reward: torch.Tensor | None
+    ) -> ObsDict:
+        """`obs` plus the previous action and reward (none at an episode's first step)."""
+        if not self.previous_action_reward:
+            return obs
+        n, device = self.num_envs, self.device
+        if actions is None or reward is None:  # after reset: every observation is a first one
+            action = torch.zeros(n, dtype=torch.long, device=device)
+            last = torch.zeros(n, device=device)
+        else:
+            action = torch.where(self._resetting, 0, actions.to(device).long() + 1)
+            last = torch.where(self._resetting, 0.0, reward)
+        return {**obs, "prev_action": action, "prev_reward": last.unsqueeze(-1)}
+
     def reset(self, seed: int | None = None) -> tuple[ObsDict, dict[str, torch.Tensor]]:
         obs, info = self._guard("reset", lambda: self.env.reset(seed=seed))
         first = next(iter(obs.values())) if isinstance(obs, dict) else obs
         self.is_torch = torch.is_tensor(first)
-        return self._obs(obs), self._info(info)
+        if self.previous_action_reward:
+            self._resetting.zero_()
+        return self._with_previous(self._obs(obs), None, None), self._info(info)
 
     def step(
         self, actions: torch.Tensor
     ) -> tuple[ObsDict, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Step every env; `actions` is a ``[N]`` integer tensor on the device."""
+        taken = actions
         if not self.is_torch:
             actions = actions.cpu().numpy()
         obs, reward, terminated, truncated, info = self._guard(
             "step", lambda: self.env.step(actions)
         )
-        return (
-            self._obs(obs),
-            self._tensor(reward, torch.float32),
-            self._tensor(terminated, torch.bool),
-            self._tensor(truncated, torch.bool),
-            self._info(info),
-        )
+        reward = self._tensor(reward, torch.float32)
+        terminated = self._tensor(terminated, torch.bool)
+        truncated = self._tensor(truncated, torch.bool)
+        out = self._with_previous(self._obs(obs), taken, reward)
+        if self.previous_action_reward:
+            self._resetting = terminated | truncated
+        return out, reward, terminated, truncated, self._info(info)
 
     def _curriculum_twin(self) -> Any:
         """The batched twin when it runs a curriculum (a true ``curriculum`` attribute), else
@@ -255,8 +299,13 @@ class TorchVectorEnv:
                     process.terminate()
 
 
-def make_vector_env(env_id: str, num_envs: int, device: torch.device) -> TorchVectorEnv:
-    """The best vector env for `env_id`: its batched twin when it has one, else Gymnasium's."""
+def make_vector_env(
+    env_id: str, num_envs: int, device: torch.device, previous_action_reward: bool = False
+) -> TorchVectorEnv:
+    """The best vector env for `env_id`: its batched twin when it has one, else Gymnasium's.
+
+    ``previous_action_reward`` adds the `PREVIOUS_KEYS` observations (see `TorchVectorEnv`).
+    """
     spec = resolve_spec(env_id)
     requested, env_id = env_id, spec.id
     if spec.vector_entry_point is not None:
@@ -293,4 +342,4 @@ def make_vector_env(env_id: str, num_envs: int, device: torch.device) -> TorchVe
             wrappers=wrappers,
             vector_kwargs={"worker": _sigint_deaf_worker} if use_async else None,
         )
-    return TorchVectorEnv(env, device, requested)
+    return TorchVectorEnv(env, device, requested, previous_action_reward)

@@ -52,6 +52,7 @@ class Task:
     num_envs: int = 32
     train_env: str = ""  # trained on this (e.g. a curriculum), evaluated on `env`; "": `env`
     final_level: float = 0.0  # with a curriculum: only episodes at this level count
+    previous_action_reward: bool = False  # every Lethe learner also observes them
 
 
 # The long corridors: one layer (the cue's own memory must reach the junction, no relay
@@ -120,6 +121,9 @@ TASKS = {
         num_envs=256,
         train_env="Lethe/Portal-Curriculum-v0",
         final_level=4,
+        # A completed trial and a wrong last-room portal both lead back to room 0: only the
+        # reward tells them apart, so the learners observe it (and the action).
+        previous_action_reward=True,
     ),
 }
 
@@ -192,7 +196,11 @@ def run_lethe(task: Task, memory: str, seed: int, args: argparse.Namespace) -> d
             wandb="disabled",
             heatmap_every=0,
             eval_episodes=args.eval_episodes,
-            memory=MemoryConfig(kind=memory, **task.memory.get(memory, {})),
+            memory=MemoryConfig(
+                kind=memory,
+                previous_action_reward=task.previous_action_reward,
+                **task.memory.get(memory, {}),
+            ),
             algo=AlgoConfig(**task.algo),
         )
         summary = train(config, overwrite=True, progress=args.progress)

@@ -163,7 +163,10 @@ class PortalEnv(LetheMiniGridEnv):
 
     ## Rewards
 
-    1 for each trial completed (the last room's correct portal), 0 otherwise.
+    1 for each trial completed (the last room's correct portal), 0 otherwise. A completed
+    trial and a wrong portal both put the agent at room 0's entry facing east, so in the last
+    room only the reward tells which portal was right: a learner needs it as an input (the
+    trainer's `--previous-action-reward`).
 
     ## Termination
 

@@ -263,3 +263,23 @@ def test_a_capacity_that_stops_spans_from_learning_is_warned_about(tmp_path):
     assert result.returncode == 0, result.stderr
     warned = [line for line in result.stderr.splitlines() if "warning:" in line]
     assert warned == [f"train_rl.py: warning: {message}"], result.stderr
+
+
+def test_previous_action_reward_through_train_eval_heatmaps_resume_and_analyze(tmp_path, capsys):
+    """``--previous-action-reward``: the policy reads them in training, evaluation, the
+    retention heatmaps, after a resume (the saved config keeps the option) and in analyze."""
+    from agents.analyze import main as analyze
+    from agents.checkpoint import load_checkpoint
+
+    run_dir = tmp_path / "run"
+    args = ["--env", "Lethe/Corridor-S-v0", *TINY, "--previous-action-reward"]
+    args += ["--checkpoint-every", "1", "--heatmap-every", "1", "--run-dir", str(run_dir)]
+    assert train_rl.main([*args, "--total-steps", "64"]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["eval"]["episodes"] == 4
+    assert list((run_dir / "retention").glob("keep_step*.png"))
+    policy = load_checkpoint(run_dir)["policy"]
+    assert any(key.startswith("encoder.encoders.prev_action.") for key in policy)
+    assert train_rl.main(["--resume", str(run_dir), "--total-steps", "128"]) == 0
+    assert json.loads((run_dir / "config.json").read_text())["memory"]["previous_action_reward"]
+    capsys.readouterr()
+    assert analyze([str(run_dir), "--episodes", "1"]) == 0

@@ -32,15 +32,17 @@ def test_a_short_run_on_cuda(tmp_path: Path, memory: str) -> None:
     assert summary["eval"]["episodes"] == 32 and summary["eval"]["success_rate"] is not None
 
 
-def test_rollout_steps_without_host_synchronisation() -> None:
-    """The per-step part of a rollout (policy step, sampling, env step, bookkeeping) runs
-    under CUDA's sync debug mode: a host round-trip in it would raise."""
+@pytest.mark.parametrize("previous_action_reward", [False, True])
+def test_rollout_steps_without_host_synchronisation(previous_action_reward: bool) -> None:
+    """The per-step part of a rollout (policy step, sampling, env step, bookkeeping, and the
+    previous action and reward as observations) runs under CUDA's sync debug mode: a host
+    round-trip in it would raise."""
     from agents.policy import ActorCritic
     from agents.rollout import RolloutCollector
     from agents.vec import make_vector_env
 
     device = torch.device("cuda")
-    env = make_vector_env("Lethe/Corridor-v0", 128, device)
+    env = make_vector_env("Lethe/Corridor-v0", 128, device, previous_action_reward)
     policy = ActorCritic(env.obs_spaces, 3, MemoryConfig()).to(device)
     collector = RolloutCollector(env, policy, num_steps=32, device=device, seed=0)
     collector.collect(0.99, 0.95)  # warm-up (allocations, the first reset)

@@ -30,11 +30,14 @@ def small_memory(kind: str) -> MemoryConfig:
     )
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_first_epoch_ratio_is_one(kind):
+@pytest.mark.parametrize(
+    ("kind", "previous_action_reward"),
+    [(kind, False) for kind in KINDS] + [("expire-span", True), ("gru", True)],
+)
+def test_first_epoch_ratio_is_one(kind, previous_action_reward):
     torch.manual_seed(0)
     device = torch.device("cpu")
-    env = make_vector_env("Lethe/Corridor-S-v0", 6, device)
+    env = make_vector_env("Lethe/Corridor-S-v0", 6, device, previous_action_reward)
     policy = ActorCritic(env.obs_spaces, 3, small_memory(kind))
     collector = RolloutCollector(env, policy, num_steps=40, device=device, seed=3)
     collector.collect(0.99, 0.95)  # the second chunk starts from a non-empty memory

@@ -1,0 +1,115 @@
+"""The learner's vector envs: the previous action and reward as observations."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from agents.config import ConfigError, MemoryConfig
+from agents.policy import ActorCritic
+from agents.vec import PREVIOUS_KEYS, TorchVectorEnv, make_vector_env
+
+CPU = torch.device("cpu")
+
+
+class EchoEnv(gym.Env):
+    """Reward ``10 * step + action``; the episode ends after `length` steps."""
+
+    def __init__(self, length: int, terminate: bool, extra_key: str | None = None) -> None:
+        self.length, self.terminate, self.extra_key = length, terminate, extra_key
+        box = spaces.Box(0, 100, (1,), np.float32)
+        self.observation_space = (
+            spaces.Dict({"x": box, extra_key: spaces.Discrete(2)}) if extra_key else box
+        )
+        self.action_space = spaces.Discrete(3)
+
+    def _obs(self):
+        x = np.array([self.count], np.float32)
+        return {"x": x, self.extra_key: 0} if self.extra_key else x
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.count = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.count += 1
+        over = self.count >= self.length
+        reward = 10.0 * self.count + int(action)
+        return self._obs(), reward, over and self.terminate, over and not self.terminate, {}
+
+
+def test_previous_action_and_reward_of_a_gymnasium_vector_env():
+    """Env 0 terminates after 2 steps, env 1 is truncated after 3; each done step is followed
+    by a reset step whose action is ignored and whose output starts an episode: there the
+    previous action and reward are 0 (none), elsewhere the action taken + 1 and its reward."""
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: EchoEnv(2, terminate=True), lambda: EchoEnv(3, terminate=False)]
+    )
+    env = TorchVectorEnv(envs, CPU, previous_action_reward=True)
+    assert set(env.obs_spaces) == {"obs", *PREVIOUS_KEYS}
+    assert env.obs_spaces["prev_action"] == spaces.Discrete(4)
+    obs, _ = env.reset(seed=0)
+    assert obs["prev_action"].tolist() == [0, 0]
+    assert obs["prev_reward"].tolist() == [[0.0], [0.0]]
+    seen_actions, seen_rewards = [], []
+    for action in ([2, 1], [0, 2], [1, 0], [2, 2], [1, 1]):
+        obs, reward, *_ = env.step(torch.tensor(action))
+        seen_actions.append(obs["prev_action"].tolist())
+        seen_rewards.append(obs["prev_reward"][:, 0].tolist())
+        assert obs["prev_action"].dtype == torch.long
+    # env 0: step, step (terminated), reset step, step, step; env 1: 3 steps, reset, step
+    assert seen_actions == [[3, 2], [1, 3], [0, 1], [3, 0], [2, 2]]
+    assert seen_rewards == [[12.0, 11.0], [20.0, 22.0], [0.0, 30.0], [12.0, 0.0], [21.0, 11.0]]
+    env.close()
+
+
+def test_previous_action_and_reward_of_a_batched_twin():
+    """The Corridor twin walked east: the progress reward of each new cell is the previous
+    reward; after the truncation (the corridor's east wall stops the walk) a fresh start."""
+    env = make_vector_env("Lethe/Corridor-S-v0", 2, CPU, previous_action_reward=True)
+    obs, _ = env.reset(seed=1)
+    forward = torch.full((2,), 2)
+    truncated_at = None
+    for step in range(80):
+        obs, reward, terminated, truncated, _ = env.step(forward)
+        if truncated_at is not None:  # the reset step's output: a first observation
+            assert obs["prev_action"][0] == 0 and obs["prev_reward"][0, 0] == 0.0
+            break
+        assert obs["prev_action"][0] == 3  # forward (2) + 1
+        assert obs["prev_reward"][0, 0] == reward[0]
+        assert not terminated.any()
+        if truncated[0]:
+            truncated_at = step
+    assert truncated_at is not None
+    assert obs["prev_action"].device == CPU
+    env.close()
+
+
+def test_without_the_option_nothing_is_added():
+    env = make_vector_env("Lethe/Corridor-S-v0", 2, CPU)
+    obs, _ = env.reset(seed=0)
+    assert not set(PREVIOUS_KEYS) & set(obs)
+    policy = ActorCritic(env.obs_spaces, 3, MemoryConfig(width=16, heads=2))
+    assert not policy.reads_previous_action_reward
+    env.close()
+
+
+def test_a_policy_built_for_them_reads_them():
+    env = make_vector_env("Lethe/Corridor-S-v0", 2, CPU, previous_action_reward=True)
+    policy = ActorCritic(env.obs_spaces, 3, MemoryConfig(width=16, heads=2))
+    assert policy.reads_previous_action_reward
+    obs, _ = env.reset(seed=0)
+    state = policy.initial_state(2, CPU)
+    logits, _, _ = policy.step(obs, state, torch.ones(2, dtype=torch.bool))
+    assert logits.shape == (2, 3)
+    env.close()
+
+
+def test_an_env_that_already_observes_the_keys_is_refused():
+    envs = gym.vector.SyncVectorEnv([lambda: EchoEnv(2, True, extra_key="prev_reward")])
+    with pytest.raises(ConfigError, match="already observes 'prev_reward'") as error:
+        TorchVectorEnv(envs, CPU, previous_action_reward=True)
+    assert "\n" not in str(error.value)
+    envs.close()
