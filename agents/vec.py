@@ -10,8 +10,9 @@ Both use Gymnasium's default autoreset mode, ``NEXT_STEP``, which the learner re
 `docs/architecture.md`). Observations are handed out as a dict of tensors: the keys of a
 ``Dict`` space (text entries such as MiniGrid's ``mission`` are dropped), or ``{"obs": x}``.
 With ``previous_action_reward`` two entries join them: ``prev_action`` (0 at an episode's
-first observation, else the action taken plus 1) and ``prev_reward`` (``[1]``, 0 at an
-episode's first observation), so that a memory holds what the agent did and got.
+first observation, else the action taken plus 1) and ``prev_reward`` (``[1]``, the reward as
+the env gave it, unscaled; 0 at an episode's first observation), so that a memory holds what
+the agent did and got.
 
 Failures of a Gymnasium env (its own exception, in this process or in an async worker, or a
 worker process that died) surface as one `EnvError` naming the env and the cause, never as a
