@@ -53,6 +53,22 @@ class EpisodeStats(NamedTuple):
     length_sum: float
     success_count: int  # episodes whose env reported `success`
     success_sum: float
+    # The same for the episodes drawn at the last level of the env's curriculum (counted by
+    # the level each episode reports when it ends; zero without a curriculum).
+    last_level_episodes: int = 0
+    last_level_return_sum: float = 0.0
+    last_level_success_count: int = 0
+    last_level_success_sum: float = 0.0
+
+    @classmethod
+    def of_sums(cls, sums: list[float]) -> EpisodeStats:
+        """From the sums in field order, counts made ints again."""
+        return cls(
+            *(int(v) if f in _COUNT_FIELDS else v for f, v in zip(cls._fields, sums, strict=True))
+        )
+
+
+_COUNT_FIELDS = ("episodes", "success_count", "last_level_episodes", "last_level_success_count")
 
 
 def _discounted_segment_sums(
@@ -159,7 +175,8 @@ class RolloutCollector:
             torch.empty((T, n), dtype=torch.bool, device=device) for _ in range(4)
         )
         events = torch.empty((T, n), dtype=torch.long, device=device)
-        totals = torch.zeros(5, dtype=torch.float64, device=device)  # see EpisodeStats
+        totals = torch.zeros(9, dtype=torch.float64, device=device)  # see EpisodeStats
+        last_level = self.env.curriculum_last_level  # None: no curriculum to single out
         initial_state = self.state
 
         for t in range(T):
@@ -189,6 +206,14 @@ class RolloutCollector:
                 reported = done & info.get("_success", torch.ones_like(done)).bool()
                 totals[3] += reported.double().sum()
                 totals[4] += (info["success"].bool() & reported).double().sum()
+            if last_level is not None and "curriculum_level" in info:
+                at_last = done & (info["curriculum_level"] == last_level)
+                totals[5] += at_last.double().sum()
+                totals[6] += (self.episode_return * at_last).sum()
+                if "success" in info:
+                    reported = at_last & info.get("_success", torch.ones_like(done)).bool()
+                    totals[7] += reported.double().sum()
+                    totals[8] += (info["success"].bool() & reported).double().sum()
             self.episode_return = torch.where(done, 0.0, self.episode_return)
             self.episode_length = torch.where(done, 0.0, self.episode_length)
             # NEXT_STEP autoreset: after a done comes a reset step, then a new episode.
@@ -215,5 +240,4 @@ class RolloutCollector:
             advantages,
             returns,
         )
-        t0, t1, t2, t3, t4 = totals.tolist()  # the one host read of the rollout
-        return rollout, EpisodeStats(int(t0), t1, t2, int(t3), t4)
+        return rollout, EpisodeStats.of_sums(totals.tolist())  # the one host read of the rollout

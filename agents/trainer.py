@@ -448,6 +448,8 @@ def _loop(
             all_skipped = skipped >= metrics["losses/updates"]
             skipped_in_a_row = skipped_in_a_row + 1 if all_skipped else 0
             metrics.update(_rollout_metrics(rollout, episodes))
+            if collector.env.curriculum_last_level is not None:
+                metrics.update(_last_level_metrics(episodes))
             metrics.update(memory_metrics(policy, collector.state))
             metrics["charts/steps_per_second"] = steps_per_iteration / (
                 time.perf_counter() - iter_start
@@ -558,10 +560,24 @@ def _reduce_over_ranks(
         return episodes, metrics
     keys = sorted(metrics)
     totals = ctx.sum([*episodes, *(metrics[key] for key in keys)])
-    count, return_sum, length_sum, success_count, success_sum = totals[: len(episodes)]
-    summed = EpisodeStats(int(count), return_sum, length_sum, int(success_count), success_sum)
+    summed = EpisodeStats.of_sums(totals[: len(episodes)])
     means = totals[len(episodes) :]
     return summed, {key: value / ctx.world_size for key, value in zip(keys, means, strict=True)}
+
+
+def _last_level_metrics(episodes: EpisodeStats) -> dict[str, float]:
+    """The episodes drawn at the curriculum's last level (the task it teaches): what a
+    "solved" criterion should read, since episodes under way when the level rises end at
+    their old, easier level."""
+    return {
+        "charts/last_level_episodes": float(episodes.last_level_episodes),
+        "charts/last_level_return": _mean_or_nan(
+            episodes.last_level_return_sum, episodes.last_level_episodes
+        ),
+        "charts/last_level_success_rate": _mean_or_nan(
+            episodes.last_level_success_sum, episodes.last_level_success_count
+        ),
+    }
 
 
 def _rollout_metrics(rollout: Rollout, episodes: Any) -> dict[str, float]:

@@ -274,6 +274,15 @@ class TorchVectorEnv:
         twin = self._curriculum_twin()
         return None if twin is None else float(twin.curriculum_level)
 
+    @property
+    def curriculum_last_level(self) -> int | None:
+        """The last level of a batched twin's curriculum (the task it teaches: e.g. 100 for
+        `Lethe/Corridor-L100-Curriculum-v0`, 4 rooms for the Portal's), None as for
+        `curriculum_level`. Its ending episodes report their level as
+        ``info["curriculum_level"]``."""
+        twin = self._curriculum_twin()
+        return None if twin is None else int(twin.curriculum_last)
+
     @curriculum_level.setter
     def curriculum_level(self, level: float) -> None:
         """Continue the twin's curriculum at ``level`` (on resume, before the first reset)."""

@@ -17,8 +17,8 @@ at chance; ``portal``: return >= 90% of the perfect-memory oracle's (measured he
 batched twin). ``corridor`` and the long corridors train on their length curriculum
 (``Lethe/Corridor-Curriculum-v0``, ``Lethe/Corridor-L*-Curriculum-v0``), ``portal`` on its
 room curriculum (``Lethe/Portal-Curriculum-v0``), and are evaluated on the task it teaches;
-steps to target count only training episodes at the curriculum's last level (lengths 5 to 50;
-L/2 to L; all 4 rooms).
+steps to target count only training episodes drawn at the curriculum's last level (lengths 5
+to 50; L/2 to L; all 4 rooms), by the level each episode reports when it ends.
 """
 
 from __future__ import annotations
@@ -139,17 +139,21 @@ def steps_to_target(
     ``window_episodes`` of them) meet the threshold; None if never.
 
     ``rows`` are `metrics.jsonl` lines: ``charts/episodes`` episodes ended in the iteration,
-    with mean ``charts/success_rate`` and ``charts/episodic_return``. With ``final_level``,
-    iterations whose ``charts/curriculum_level`` is below it do not count (nor does the
-    window reach back over them).
+    with mean ``charts/success_rate`` and ``charts/episodic_return``. With ``final_level``
+    (a curriculum), only the episodes drawn at that level count: ``charts/last_level_episodes``
+    with their ``charts/last_level_success_rate`` / ``charts/last_level_return``. (Counting
+    the episodes that end while the logged level is the last one would not do: those under
+    way when it rose end at the level below, easier, for up to an episode's length.)
     """
-    key = "charts/success_rate" if metric == "success" else "charts/episodic_return"
+    if final_level:
+        count_key = "charts/last_level_episodes"
+        key = "charts/last_level_" + ("success_rate" if metric == "success" else "return")
+    else:
+        count_key = "charts/episodes"
+        key = "charts/success_rate" if metric == "success" else "charts/episodic_return"
     window: list[tuple[float, float]] = []  # (episodes, episodes x value) per iteration
     for row in rows:
-        if final_level and row.get("charts/curriculum_level", final_level) < final_level:
-            window.clear()
-            continue
-        episodes, value = row.get("charts/episodes") or 0.0, row.get(key)
+        episodes, value = row.get(count_key) or 0.0, row.get(key)
         if episodes and value is not None:
             window.append((episodes, episodes * value))
         while len(window) > 1 and sum(e for e, _ in window[1:]) >= window_episodes:
@@ -209,10 +213,12 @@ def run_lethe(task: Task, memory: str, seed: int, args: argparse.Namespace) -> d
 
 
 class EpisodeLog:
-    """SB3 callback state: ``(global step, success, return)`` of every finished episode."""
+    """SB3 callback state: ``(global step, success, return, level)`` of every finished
+    episode (``level``: the curriculum level it was drawn at, ``nan`` without one)."""
 
-    def __init__(self) -> None:
-        self.episodes: list[tuple[int, float, float]] = []
+    def __init__(self, final_level: float = 0.0) -> None:
+        self.final_level = final_level
+        self.episodes: list[tuple[int, float, float, float]] = []
 
     def callback(self):  # noqa: ANN201  (an SB3 BaseCallback)
         from stable_baselines3.common.callbacks import BaseCallback
@@ -224,7 +230,10 @@ class EpisodeLog:
                 for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
                     if done and "episode" in info:
                         success = float(info.get("success", np.nan))
-                        log.episodes.append((self.num_timesteps, success, info["episode"]["r"]))
+                        level = float(info.get("curriculum_level", np.nan))
+                        log.episodes.append(
+                            (self.num_timesteps, success, info["episode"]["r"], level)
+                        )
                 return True
 
         return Record()
@@ -234,14 +243,19 @@ class EpisodeLog:
         rows = []
         for start in range(0, len(self.episodes), per_row):
             chunk = self.episodes[start : start + per_row]
-            rows.append(
-                {
-                    "global_step": chunk[-1][0],
-                    "charts/episodes": float(len(chunk)),
-                    "charts/success_rate": float(np.mean([s for _, s, _ in chunk])),
-                    "charts/episodic_return": float(np.mean([r for _, _, r in chunk])),
-                }
-            )
+            row = {
+                "global_step": chunk[-1][0],
+                "charts/episodes": float(len(chunk)),
+                "charts/success_rate": float(np.mean([s for _, s, _, _ in chunk])),
+                "charts/episodic_return": float(np.mean([r for _, _, r, _ in chunk])),
+            }
+            if self.final_level:
+                last = [(s, r) for _, s, r, level in chunk if level == self.final_level]
+                row["charts/last_level_episodes"] = float(len(last))
+                if last:
+                    row["charts/last_level_success_rate"] = float(np.mean([s for s, _ in last]))
+                    row["charts/last_level_return"] = float(np.mean([r for _, r in last]))
+            rows.append(row)
         return rows
 
 
@@ -254,7 +268,7 @@ def run_recurrent_ppo(task: Task, seed: int, args: argparse.Namespace) -> dict[s
 
     vec_env = make_vec_env(task.train_env or task.env, n_envs=8, seed=seed)
     model = RecurrentPPO("MlpLstmPolicy", vec_env, device=args.device, verbose=0, seed=seed)
-    log = EpisodeLog()
+    log = EpisodeLog(task.final_level)
     start = time.perf_counter()
     model.learn(total_timesteps=args.sb3_steps or task.sb3_steps, callback=log.callback())
     wall = time.perf_counter() - start
@@ -266,8 +280,8 @@ def run_recurrent_ppo(task: Task, seed: int, args: argparse.Namespace) -> dict[s
             "wall_seconds": wall,
             "eval": {
                 "episodes": len(tail),
-                "mean_return": float(np.mean([r for *_, r in tail])) if tail else None,
-                "success_rate": float(np.nanmean([s for _, s, _ in tail])) if tail else None,
+                "mean_return": float(np.mean([r for _, _, r, _ in tail])) if tail else None,
+                "success_rate": float(np.nanmean([s for _, s, _, _ in tail])) if tail else None,
             },
         },
         "rows": log.as_rows(per_row=8),

@@ -10,7 +10,13 @@ import torch
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
 from envs import events
-from envs.curriculum import count_episode, count_episodes, init_batched_counts, init_curriculum
+from envs.curriculum import (
+    count_episode,
+    count_episodes,
+    init_batched_counts,
+    init_curriculum,
+    report_episode_levels,
+)
 from envs.grid import (
     EMPTY_CELL,
     WALL_CELL,
@@ -318,6 +324,7 @@ class CorridorEnv(LetheMiniGridEnv):
         """One step; an episode that ends here counts toward the length curriculum."""
         obs, reward, terminated, truncated, info = super().step(action)
         if self.curriculum and (terminated or truncated):
+            info["curriculum_level"] = self._episode_level
             count_episode(self, bool(info.get("success", False)), *_length_steps(self))
         return obs, reward, terminated, truncated, info
 
@@ -465,7 +472,9 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
         """One step of every env; episodes that end here count toward the curriculum."""
         obs, reward, terminated, truncated, info = super().step(actions)
         if self.curriculum:
-            count_episodes(self, terminated | truncated, info["success"], *_length_steps(self))
+            done = terminated | truncated
+            report_episode_levels(self, info, done)
+            count_episodes(self, done, info["success"], *_length_steps(self))
         return obs, reward, terminated, truncated, info
 
     def _task_step(

@@ -9,7 +9,10 @@ drawn at the current level, the level goes up (the task's ``grow``) if at least
 Each env keeps ``curriculum_level``, ``_episode_level`` (the level its current episode was
 drawn at) and the block's counts ``_level_episodes`` / ``_level_successes``: Python ints in
 the MiniGrid classes (`count_episode`), tensors on the device in the twins
-(`count_episodes`: no host sync).
+(`count_episodes`: no host sync). ``curriculum_last`` is the task's last level (the level
+without a curriculum). An episode that ends reports the level it was drawn at as
+``info["curriculum_level"]``: episodes under way when the level moves end at their old
+level, so a learner's figures "at the last level" count by it (`agents.rollout`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def init_curriculum(
     argument that bounds the level in error messages. The block's counts start as Python
     ints (a twin replaces them with tensors: `init_batched_counts`)."""
     env.curriculum = start is not None
+    env.curriculum_last = int(max_level)
     env._episode_level, env._level_episodes, env._level_successes = 0, 0, 0
     env.curriculum_start = max_level
     env.curriculum_episodes, env.curriculum_success = episodes, success
@@ -73,6 +77,13 @@ def count_episode(
         elif env._level_successes < env.curriculum_retreat * env._level_episodes:
             env.curriculum_level = shrink(env.curriculum_level)
         env._level_episodes, env._level_successes = 0, 0
+
+
+def report_episode_levels(env: Any, info: dict[str, torch.Tensor], done: torch.Tensor) -> None:
+    """A twin's ``info["curriculum_level"]``: the level each ending episode was drawn at
+    (a copy: the next resets overwrite ``_episode_level``), set where ``done``."""
+    info["curriculum_level"] = env._episode_level.clone()
+    info["_curriculum_level"] = done
 
 
 def count_episodes(

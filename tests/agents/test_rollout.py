@@ -2,6 +2,7 @@
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 from gymnasium import spaces
 
@@ -79,3 +80,36 @@ def test_memory_carries_across_chunks():
     assert second.obs["obs"][:, 0, 0].tolist() == [4, 5, 0, 1]
     assert second.episode_starts[:, 0].tolist() == [False, False, True, False]
     assert second.valid[:, 0].tolist() == [True, False, True, True]
+
+
+def test_last_level_stats_count_episodes_by_the_level_they_were_drawn_at():
+    """A twin with a length curriculum: episodes under way when the level is raised to the
+    last one end at their old level and stay out of the ``last_level_*`` sums."""
+    from envs.corridor import CorridorVectorEnv
+
+    twin = CorridorVectorEnv(16, length=20, curriculum_start=10, curriculum_episodes=10_000)
+    env = TorchVectorEnv(twin, torch.device("cpu"))
+    assert env.curriculum_last_level == 20
+    policy = ActorCritic(env.obs_spaces, 3, MemoryConfig(kind="none", width=8))
+    collector = RolloutCollector(env, policy, num_steps=64, device=torch.device("cpu"), seed=0)
+    _, before = collector.collect(0.99, 0.95)
+    assert before.episodes > 0 and before.last_level_episodes == 0
+    env.curriculum_level = 20  # episodes drawn from now on are at the last level
+    stats = [collector.collect(0.99, 0.95)[1] for _ in range(4)]
+    first, last = stats[0], stats[-1]
+    assert first.episodes > 0 and first.last_level_episodes < first.episodes  # old ones end
+    # Level-10 episodes last at most 4 * 10 + 20 = 60 steps: after a chunk of 64, all new.
+    assert last.episodes > 0 and last.last_level_episodes == last.episodes
+    assert last.last_level_return_sum == pytest.approx(last.return_sum)
+    assert last.last_level_success_count == last.success_count == last.episodes
+    assert last.last_level_success_sum == last.success_sum
+
+
+def test_no_last_level_stats_without_a_curriculum():
+    envs = gym.vector.SyncVectorEnv([lambda: CounterEnv(3, terminate=True)])
+    env = TorchVectorEnv(envs, torch.device("cpu"))
+    assert env.curriculum_last_level is None
+    policy = ActorCritic(env.obs_spaces, 2, MemoryConfig(kind="none", width=8))
+    collector = RolloutCollector(env, policy, num_steps=8, device=torch.device("cpu"), seed=0)
+    _, stats = collector.collect(0.99, 0.95)
+    assert stats.episodes == 2 and stats.last_level_episodes == 0

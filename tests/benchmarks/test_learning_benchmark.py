@@ -43,15 +43,32 @@ def test_steps_to_target_needs_a_full_window_at_the_threshold() -> None:
     assert learning.steps_to_target(history[:4], "success", 0.9, 100) is None
 
 
-def test_steps_to_target_counts_only_the_final_curriculum_level() -> None:
+def test_steps_to_target_counts_only_episodes_drawn_at_the_final_level() -> None:
     learning = load_script()
-    history = rows((100, 120, 1.0), (200, 120, 1.0), (300, 60, 1.0), (400, 60, 0.5))
-    for row, level in zip(history, (44, 100, 87, 100), strict=True):
-        row["charts/curriculum_level"] = level
-    # Below the final level nothing counts, and the window does not reach back over it.
-    assert learning.steps_to_target(history, "success", 0.9, 100, final_level=100) == 200
-    assert learning.steps_to_target(history[2:], "success", 0.7, 100, final_level=100) is None
-    assert learning.steps_to_target(history[2:], "success", 0.7, 100) == 400  # 90 / 120
+    history = rows((100, 120, 1.0), (200, 120, 1.0), (300, 120, 0.8), (400, 120, 1.0))
+    # Of each iteration's episodes, those drawn at the last level (episodes still under way
+    # when the level rose end at the easier level below: all successes here).
+    for row, (count, rate) in zip(
+        history, ((0, None), (40, 0.5), (120, 0.8), (120, 1.0)), strict=True
+    ):
+        row["charts/last_level_episodes"] = count
+        if rate is not None:
+            row["charts/last_level_success_rate"] = rate
+    assert learning.steps_to_target(history, "success", 0.9, 100) == 100  # every episode
+    assert learning.steps_to_target(history, "success", 0.9, 100, final_level=100) == 400
+    assert learning.steps_to_target(history, "success", 0.8, 100, final_level=100) == 300
+    assert learning.steps_to_target(history[:3], "success", 0.9, 100, final_level=100) is None
+
+
+def test_sb3_episode_log_singles_out_the_final_level() -> None:
+    learning = load_script()
+    log = learning.EpisodeLog(final_level=4)
+    for step, success, ret, level in ((10, 1.0, 3.0, 3), (20, 0.0, 1.0, 4), (30, 1.0, 5.0, 4)):
+        log.episodes.append((step, success, ret, float(level)))
+    (row,) = log.as_rows(per_row=8)
+    assert row["charts/episodes"] == 3 and row["charts/last_level_episodes"] == 2
+    assert row["charts/last_level_return"] == 3.0 and row["charts/last_level_success_rate"] == 0.5
+    assert "charts/last_level_episodes" not in learning.EpisodeLog().as_rows(per_row=8)[0:1]
 
 
 def test_steps_to_target_reads_returns_for_return_targets() -> None:

@@ -155,6 +155,51 @@ def test_twin_counts_all_envs_and_only_episodes_of_the_current_level():
     assert int(final.min()) >= 50 and int(final.max()) == 100
 
 
+def test_twin_episodes_report_the_level_they_were_drawn_at():
+    """An episode under way when the level rises ends at its old level, and says so: what
+    the learner's "last level" figures count by (`agents.rollout`)."""
+    twin = CorridorVectorEnv(64, length=100, curriculum_start=10, curriculum_episodes=64)
+    assert twin.curriculum_last == 100
+    twin.reset(seed=1)
+    drawn_at = torch.full((64,), 10)
+    reported, behind = 0, 0
+    for _ in range(1500):
+        level = twin.curriculum_level.clone()  # what this step's resets draw at
+        _, _, terminated, truncated, info = twin.step(corridor_oracle_actions(twin))
+        done = terminated | truncated
+        assert torch.equal(info["_curriculum_level"], done)
+        assert torch.equal(info["curriculum_level"][done], drawn_at[done])
+        reported += int(done.sum())
+        behind += int((info["curriculum_level"][done] < twin.curriculum_level).sum())
+        fresh = twin.step_count == 0  # reset on this step (NEXT_STEP)
+        drawn_at = torch.where(fresh, level, drawn_at)
+    assert int(twin.curriculum_level) == 100 and reported > 1000
+    assert behind > 0  # some did end after the level had moved on
+
+
+def test_minigrid_episodes_report_the_level_they_were_drawn_at():
+    env = CorridorEnv(length=100, curriculum_start=10, curriculum_episodes=2)
+    assert env.curriculum_last == 100
+    env.reset(seed=0)
+    levels = []
+    for _ in range(12):
+        drawn, done = env.curriculum_level, False
+        while not done:
+            _, _, terminated, truncated, info = env.step(corridor_oracle_action(env))
+            done = terminated or truncated
+        assert info["curriculum_level"] == drawn
+        levels.append(drawn)
+        env.reset()
+    assert levels[-1] > levels[0]
+    plain = CorridorEnv(length=20)
+    plain.reset(seed=0)
+    done = False
+    while not done:
+        _, _, terminated, truncated, info = plain.step(corridor_oracle_action(plain))
+        done = terminated or truncated
+    assert "curriculum_level" not in info and plain.curriculum_last == 20
+
+
 def test_twin_without_a_curriculum_is_unchanged():
     plain, zero = CorridorVectorEnv(8, min_length=5, max_length=50), CorridorVectorEnv(8)
     assert not plain.curriculum and int(plain.curriculum_level) == 50
