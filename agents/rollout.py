@@ -202,18 +202,19 @@ class RolloutCollector:
             totals[0] += done_f.sum()
             totals[1] += (self.episode_return * done_f).sum()
             totals[2] += (self.episode_length * done_f).sum()
+            reported = succeeded = None
             if "success" in info:
                 reported = done & info.get("_success", torch.ones_like(done)).bool()
+                succeeded = info["success"].bool() & reported
                 totals[3] += reported.double().sum()
-                totals[4] += (info["success"].bool() & reported).double().sum()
+                totals[4] += succeeded.double().sum()
             if last_level is not None and "curriculum_level" in info:
                 at_last = done & (info["curriculum_level"] == last_level)
                 totals[5] += at_last.double().sum()
                 totals[6] += (self.episode_return * at_last).sum()
-                if "success" in info:
-                    reported = at_last & info.get("_success", torch.ones_like(done)).bool()
-                    totals[7] += reported.double().sum()
-                    totals[8] += (info["success"].bool() & reported).double().sum()
+                if reported is not None:
+                    totals[7] += (reported & at_last).double().sum()
+                    totals[8] += (succeeded & at_last).double().sum()
             self.episode_return = torch.where(done, 0.0, self.episode_return)
             self.episode_length = torch.where(done, 0.0, self.episode_length)
             # NEXT_STEP autoreset: after a done comes a reset step, then a new episode.

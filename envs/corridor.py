@@ -10,13 +10,7 @@ import torch
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
 from envs import events
-from envs.curriculum import (
-    count_episode,
-    count_episodes,
-    init_batched_counts,
-    init_curriculum,
-    report_episode_levels,
-)
+from envs.curriculum import count_episode, count_episodes, init_batched_counts, init_curriculum
 from envs.grid import (
     EMPTY_CELL,
     WALL_CELL,
@@ -324,8 +318,7 @@ class CorridorEnv(LetheMiniGridEnv):
         """One step; an episode that ends here counts toward the length curriculum."""
         obs, reward, terminated, truncated, info = super().step(action)
         if self.curriculum and (terminated or truncated):
-            info["curriculum_level"] = self._episode_level
-            count_episode(self, bool(info.get("success", False)), *_length_steps(self))
+            count_episode(self, info, bool(info.get("success", False)), *_length_steps(self))
         return obs, reward, terminated, truncated, info
 
 
@@ -472,9 +465,9 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
         """One step of every env; episodes that end here count toward the curriculum."""
         obs, reward, terminated, truncated, info = super().step(actions)
         if self.curriculum:
-            done = terminated | truncated
-            report_episode_levels(self, info, done)
-            count_episodes(self, done, info["success"], *_length_steps(self))
+            count_episodes(
+                self, info, terminated | truncated, info["success"], *_length_steps(self)
+            )
         return obs, reward, terminated, truncated, info
 
     def _task_step(

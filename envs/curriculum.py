@@ -64,9 +64,15 @@ def init_curriculum(
 
 
 def count_episode(
-    env: Any, success: bool, grow: Callable[[int], int], shrink: Callable[[int], int]
+    env: Any,
+    info: dict[str, Any],
+    success: bool,
+    grow: Callable[[int], int],
+    shrink: Callable[[int], int],
 ) -> None:
-    """One ended episode of a MiniGrid env: count it and move the level after a full block."""
+    """One ended episode of a MiniGrid env: report the level it was drawn at in its ``info``,
+    count it, and move the level after a full block."""
+    info["curriculum_level"] = env._episode_level
     if env._episode_level != env.curriculum_level:
         return  # drawn at an earlier level
     env._level_episodes += 1
@@ -79,15 +85,9 @@ def count_episode(
         env._level_episodes, env._level_successes = 0, 0
 
 
-def report_episode_levels(env: Any, info: dict[str, torch.Tensor], done: torch.Tensor) -> None:
-    """A twin's ``info["curriculum_level"]``: the level each ending episode was drawn at
-    (a copy: the next resets overwrite ``_episode_level``), set where ``done``."""
-    info["curriculum_level"] = env._episode_level.clone()
-    info["_curriculum_level"] = done
-
-
 def count_episodes(
     env: Any,
+    info: dict[str, torch.Tensor],
     done: torch.Tensor,
     success: torch.Tensor,
     grow: Callable[[torch.Tensor], torch.Tensor],
@@ -96,8 +96,12 @@ def count_episodes(
     """`count_episode` for all envs of a twin at once, as tensor ops on the device.
 
     ``done`` / ``success``: ``[N]`` bool, the episodes that end at this step and which of
-    them succeeded. The twin's envs share one level and one block.
+    them succeeded. The twin's envs share one level and one block. ``info`` gets
+    ``curriculum_level``, the level each ending episode was drawn at (a copy: the next resets
+    overwrite ``_episode_level``), masked by ``_curriculum_level = done``.
     """
+    info["curriculum_level"] = env._episode_level.clone()
+    info["_curriculum_level"] = done
     counted = done & (env._episode_level == env.curriculum_level)
     episodes = env._level_episodes + counted.sum()
     successes = env._level_successes + (counted & success).sum()

@@ -10,13 +10,7 @@ import torch
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX
 
 from envs import events
-from envs.curriculum import (
-    count_episode,
-    count_episodes,
-    init_batched_counts,
-    init_curriculum,
-    report_episode_levels,
-)
+from envs.curriculum import count_episode, count_episodes, init_batched_counts, init_curriculum
 from envs.grid import (
     EMPTY_CELL,
     BatchedGrid,
@@ -288,8 +282,7 @@ class PortalEnv(LetheMiniGridEnv):
         """One step; an episode that ends here counts toward the room curriculum."""
         obs, reward, terminated, truncated, info = super().step(action)
         if self.curriculum and (terminated or truncated):
-            info["curriculum_level"] = self._episode_level
-            count_episode(self, self.trials >= self.curriculum_trials, *_room_steps(self))
+            count_episode(self, info, self.trials >= self.curriculum_trials, *_room_steps(self))
         return obs, reward, terminated, truncated, info
 
 
@@ -426,7 +419,6 @@ class PortalVectorEnv(BatchedGridVectorEnv):
         """One step of every env; episodes that end here count toward the room curriculum."""
         obs, reward, terminated, truncated, info = super().step(actions)
         if self.curriculum:
-            done = terminated | truncated
-            report_episode_levels(self, info, done)
-            count_episodes(self, done, info["trials"] >= self.curriculum_trials, *_room_steps(self))
+            success = info["trials"] >= self.curriculum_trials
+            count_episodes(self, info, terminated | truncated, success, *_room_steps(self))
         return obs, reward, terminated, truncated, info
