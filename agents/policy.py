@@ -163,7 +163,7 @@ class ActorCritic(nn.Module):
 
     @property
     def reads_previous_action_reward(self) -> bool:
-        """Whether the policy was built for `agents.vec.PREVIOUS_KEYS` observations (an env
+        """Whether the policy was built for `envs.wrappers.PREVIOUS_KEYS` observations (an env
         made for it needs ``previous_action_reward=True``)."""
         return "prev_action" in self.encoder.encoders
 

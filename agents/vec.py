@@ -38,15 +38,13 @@ from gymnasium import spaces
 from gymnasium.vector.async_vector_env import AsyncState, AsyncVectorEnv, _async_worker
 
 from agents.config import ConfigError
+from envs.wrappers import PREVIOUS_KEYS
 
 ObsDict = dict[str, torch.Tensor]
 T = TypeVar("T")
 
 #: Gymnasium's async vector env starts one process per env; past this many per core, sync is faster.
 ASYNC_ENVS_PER_CORE = 4
-
-PREVIOUS_KEYS = ("prev_action", "prev_reward")
-"""The observation entries `TorchVectorEnv` adds with ``previous_action_reward``."""
 
 
 class EnvError(RuntimeError):

@@ -259,15 +259,30 @@ class EpisodeLog:
         return rows
 
 
-def run_recurrent_ppo(task: Task, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """sb3-contrib's RecurrentPPO with its defaults on 8 MiniGrid envs (the same observations)."""
-    from sb3_contrib import RecurrentPPO
+def sb3_envs(task: Task, seed: int) -> tuple[Any, str]:
+    """RecurrentPPO's 8 MiniGrid envs of the task and its policy class. Where Lethe's learners
+    observe the previous action and reward, so does it: the view flattened (SB3 would read a
+    3-D uint8 box as an image for its CNN, too small for it), the entries added by
+    `envs.wrappers.PreviousActionReward`, and the ``MultiInputLstmPolicy`` to read them."""
+    from gymnasium.wrappers import FlattenObservation
     from stable_baselines3.common.env_util import make_vec_env
 
     import envs  # noqa: F401  (registers Lethe/*)
+    from envs.wrappers import PreviousActionReward
 
-    vec_env = make_vec_env(task.train_env or task.env, n_envs=8, seed=seed)
-    model = RecurrentPPO("MlpLstmPolicy", vec_env, device=args.device, verbose=0, seed=seed)
+    policy, wrapper = "MlpLstmPolicy", None
+    if task.previous_action_reward:
+        policy = "MultiInputLstmPolicy"
+        wrapper = lambda env: PreviousActionReward(FlattenObservation(env))  # noqa: E731
+    return make_vec_env(task.train_env or task.env, 8, seed=seed, wrapper_class=wrapper), policy
+
+
+def run_recurrent_ppo(task: Task, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """sb3-contrib's RecurrentPPO with its defaults on 8 MiniGrid envs (the same observations)."""
+    from sb3_contrib import RecurrentPPO
+
+    vec_env, policy = sb3_envs(task, seed)
+    model = RecurrentPPO(policy, vec_env, device=args.device, verbose=0, seed=seed)
     log = EpisodeLog(task.final_level)
     start = time.perf_counter()
     model.learn(total_timesteps=args.sb3_steps or task.sb3_steps, callback=log.callback())

@@ -110,3 +110,18 @@ def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
     lethe = results[0]
     assert lethe["budget"] == 2048 and lethe["final_success"] is not None
     assert results[2]["budget"] >= 64  # SB3 finishes its rollout (8 envs x 128 steps)
+
+
+def test_recurrent_ppo_observes_what_lethes_learners_observe() -> None:
+    """On the Portal (Lethe's learners get the previous action and reward) RecurrentPPO gets
+    them too, through its multi-input policy; on the corridors its plain LSTM policy."""
+    learning = load_script()
+    vec_env, policy = learning.sb3_envs(learning.TASKS["portal"], seed=1)
+    assert policy == "MultiInputLstmPolicy"
+    assert set(vec_env.observation_space.spaces) == {"obs", "prev_action", "prev_reward"}
+    obs = vec_env.reset()
+    assert obs["prev_action"].tolist() == [0] * 8 and obs["obs"].shape == (8, 27)
+    vec_env.close()
+    vec_env, policy = learning.sb3_envs(learning.TASKS["corridor-s"], seed=1)
+    assert policy == "MlpLstmPolicy" and vec_env.observation_space.shape == (3, 3, 3)
+    vec_env.close()
