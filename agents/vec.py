@@ -135,6 +135,7 @@ class TorchVectorEnv:
                 f"action space {self.single_action_space} is not supported; allowed: Discrete "
                 "(continuous control is not implemented)"
             )
+        self.action_start = int(self.single_action_space.start)
         mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         if mode != gym.vector.AutoresetMode.NEXT_STEP:
             raise ConfigError(
@@ -242,8 +243,11 @@ class TorchVectorEnv:
     def step(
         self, actions: torch.Tensor
     ) -> tuple[ObsDict, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Step every env; `actions` is a ``[N]`` integer tensor on the device."""
+        """Step every env; `actions` is a ``[N]`` integer tensor on the device of indices
+        ``0 .. n-1`` into the ``Discrete`` space (shifted by its ``start`` for the env)."""
         taken = actions
+        if self.action_start:
+            actions = actions + self.action_start
         if not self.is_torch:
             actions = actions.cpu().numpy()
         obs, reward, terminated, truncated, info = self._guard(

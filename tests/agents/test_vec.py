@@ -16,13 +16,15 @@ CPU = torch.device("cpu")
 class EchoEnv(gym.Env):
     """Reward ``10 * step + action``; the episode ends after `length` steps."""
 
-    def __init__(self, length: int, terminate: bool, extra_key: str | None = None) -> None:
+    def __init__(
+        self, length: int, terminate: bool, extra_key: str | None = None, start: int = 0
+    ) -> None:
         self.length, self.terminate, self.extra_key = length, terminate, extra_key
         box = spaces.Box(0, 100, (1,), np.float32)
         self.observation_space = (
             spaces.Dict({"x": box, extra_key: spaces.Discrete(2)}) if extra_key else box
         )
-        self.action_space = spaces.Discrete(3)
+        self.action_space = spaces.Discrete(3, start=start)
 
     def _obs(self):
         x = np.array([self.count], np.float32)
@@ -34,6 +36,7 @@ class EchoEnv(gym.Env):
         return self._obs(), {}
 
     def step(self, action):
+        assert self.action_space.contains(action), action
         self.count += 1
         over = self.count >= self.length
         reward = 10.0 * self.count + int(action)
@@ -62,6 +65,18 @@ def test_previous_action_and_reward_of_a_gymnasium_vector_env():
     # env 0: step, step (terminated), reset step, step, step; env 1: 3 steps, reset, step
     assert seen_actions == [[3, 2], [1, 3], [0, 1], [3, 0], [2, 2]]
     assert seen_rewards == [[12.0, 11.0], [20.0, 22.0], [0.0, 30.0], [12.0, 0.0], [21.0, 11.0]]
+    env.close()
+
+
+def test_actions_are_indices_into_a_discrete_space_with_a_start():
+    """The policy samples indices 0 .. n-1; an env whose ``Discrete`` starts elsewhere gets
+    them shifted by its start, and the previous action is the index + 1 as for any env."""
+    envs = gym.vector.SyncVectorEnv([lambda: EchoEnv(5, terminate=True, start=-1)] * 2)
+    env = TorchVectorEnv(envs, CPU, previous_action_reward=True)
+    env.reset(seed=0)
+    obs, reward, *_ = env.step(torch.tensor([0, 2]))
+    assert reward.tolist() == [10.0 - 1, 10.0 + 1]  # the env saw -1 and 1
+    assert obs["prev_action"].tolist() == [1, 3]
     env.close()
 
 
