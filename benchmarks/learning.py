@@ -238,6 +238,20 @@ class EpisodeLog:
 
         return Record()
 
+    def final(self, count: int) -> dict[str, Any]:
+        """The last ``count`` episodes as an evaluation: on a curriculum only those drawn at its
+        last level (the task Lethe's learners are evaluated on); none there: no figures."""
+        episodes = self.episodes
+        if self.final_level:
+            episodes = [e for e in episodes if e[3] == self.final_level]
+        tail = episodes[-count:] if count else []
+        successes = [s for _, s, _, _ in tail if not np.isnan(s)]
+        return {
+            "episodes": len(tail),
+            "mean_return": float(np.mean([r for _, _, r, _ in tail])) if tail else None,
+            "success_rate": float(np.mean(successes)) if successes else None,
+        }
+
     def as_rows(self, per_row: int) -> list[dict[str, Any]]:
         """Batches of ``per_row`` episodes in the shape of `metrics.jsonl` rows."""
         rows = []
@@ -288,19 +302,14 @@ def run_recurrent_ppo(task: Task, seed: int, args: argparse.Namespace) -> dict[s
     model.learn(total_timesteps=args.sb3_steps or task.sb3_steps, callback=log.callback())
     wall = time.perf_counter() - start
     vec_env.close()
-    tail = log.episodes[-args.eval_episodes :] if args.eval_episodes else []
     return {
         "summary": {
             "total_env_steps": model.num_timesteps,
             "wall_seconds": wall,
-            "eval": {
-                "episodes": len(tail),
-                "mean_return": float(np.mean([r for _, _, r, _ in tail])) if tail else None,
-                "success_rate": float(np.nanmean([s for _, s, _, _ in tail])) if tail else None,
-            },
+            "eval": log.final(args.eval_episodes),
         },
         "rows": log.as_rows(per_row=8),
-        "eval_note": "last episodes of training",
+        "eval_note": "last episodes of training (on a curriculum: those drawn at its last level)",
     }
 
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "learning.py"
 
@@ -69,6 +71,23 @@ def test_sb3_episode_log_singles_out_the_final_level() -> None:
     assert row["charts/episodes"] == 3 and row["charts/last_level_episodes"] == 2
     assert row["charts/last_level_return"] == 3.0 and row["charts/last_level_success_rate"] == 0.5
     assert "charts/last_level_episodes" not in learning.EpisodeLog().as_rows(per_row=8)[0:1]
+
+
+def test_sb3_final_figures_come_from_the_last_level() -> None:
+    """RecurrentPPO's "evaluation" is its last training episodes: on a curriculum only those
+    drawn at the last level count; an env without ``success`` gives no success rate."""
+    learning = load_script()
+    log = learning.EpisodeLog(final_level=4)
+    for step, ret, level in ((10, 30.0, 1), (20, 2.0, 4), (30, 4.0, 4), (40, 25.0, 1)):
+        log.episodes.append((step, np.nan, ret, float(level)))
+    assert log.final(100) == {"episodes": 2, "mean_return": 3.0, "success_rate": None}
+    assert log.final(1) == {"episodes": 1, "mean_return": 4.0, "success_rate": None}
+    only_level_1 = learning.EpisodeLog(final_level=4)
+    only_level_1.episodes.append((10, np.nan, 30.0, 1.0))
+    assert only_level_1.final(100) == {"episodes": 0, "mean_return": None, "success_rate": None}
+    plain = learning.EpisodeLog()
+    plain.episodes += [(10, 1.0, 1.0, np.nan), (20, 0.0, 0.0, np.nan)]
+    assert plain.final(100) == {"episodes": 2, "mean_return": 0.5, "success_rate": 0.5}
 
 
 def test_steps_to_target_reads_returns_for_return_targets() -> None:
