@@ -38,7 +38,7 @@ from gymnasium import spaces
 from gymnasium.vector.async_vector_env import AsyncState, AsyncVectorEnv, _async_worker
 
 from agents.config import ConfigError
-from envs.wrappers import PREVIOUS_KEYS
+from envs.wrappers import with_previous_spaces
 
 ObsDict = dict[str, torch.Tensor]
 T = TypeVar("T")
@@ -144,18 +144,12 @@ class TorchVectorEnv:
         self.obs_spaces = observation_keys(self.single_observation_space)
         self.previous_action_reward = previous_action_reward
         if previous_action_reward:
-            taken = [k for k in PREVIOUS_KEYS if k in self.obs_spaces]
-            if taken:
+            try:
+                self.obs_spaces = with_previous_spaces(self.obs_spaces, self.single_action_space)
+            except ValueError as error:
                 raise ConfigError(
-                    f"env {self.env_id!r} already observes {taken[0]!r}: --previous-action-reward "
-                    f"adds {' and '.join(PREVIOUS_KEYS)}; allowed: an env without those keys"
-                )
-            n = int(self.single_action_space.n)
-            self.obs_spaces = {
-                **self.obs_spaces,
-                "prev_action": spaces.Discrete(n + 1),  # 0: none (an episode's first step)
-                "prev_reward": spaces.Box(-np.inf, np.inf, (1,), np.float32),
-            }
+                    f"env {self.env_id!r} with --previous-action-reward: {error}"
+                ) from None
             # NEXT_STEP autoreset: the step after a done returns the next episode's first obs
             self._resetting = torch.zeros(self.num_envs, dtype=torch.bool, device=device)
         self.is_torch = False  # set by reset(): a batched twin answers in tensors
@@ -316,7 +310,8 @@ def make_vector_env(
 ) -> TorchVectorEnv:
     """The best vector env for `env_id`: its batched twin when it has one, else Gymnasium's.
 
-    ``previous_action_reward`` adds the `PREVIOUS_KEYS` observations (see `TorchVectorEnv`).
+    ``previous_action_reward`` adds the `envs.wrappers.PREVIOUS_KEYS` observations (see
+    `TorchVectorEnv`).
     """
     spec = resolve_spec(env_id)
     requested, env_id = env_id, spec.id

@@ -281,8 +281,7 @@ def sb3_envs(task: Task, seed: int) -> tuple[Any, str]:
     from gymnasium.wrappers import FlattenObservation
     from stable_baselines3.common.env_util import make_vec_env
 
-    import envs  # noqa: F401  (registers Lethe/*)
-    from envs.wrappers import PreviousActionReward
+    from envs.wrappers import PreviousActionReward  # (importing envs registers Lethe/*)
 
     policy, wrapper = "MlpLstmPolicy", None
     if task.previous_action_reward:

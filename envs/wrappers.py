@@ -17,6 +17,7 @@ see::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -27,6 +28,24 @@ PREVIOUS_KEYS = ("prev_action", "prev_reward")
 """The observation entries added: ``prev_action`` (0 at an episode's first observation, else
 the action taken plus 1) and ``prev_reward`` (``[1]``, the reward as the env gave it; 0 at an
 episode's first observation)."""
+
+
+def with_previous_spaces(
+    entries: Mapping[str, spaces.Space], action_space: spaces.Discrete
+) -> dict[str, spaces.Space]:
+    """``entries`` (observation spaces by key) plus those of `PREVIOUS_KEYS` for an env with
+    ``action_space``; a one-line ``ValueError`` if the env already observes one of them."""
+    taken = [key for key in PREVIOUS_KEYS if key in entries]
+    if taken:
+        raise ValueError(
+            f"the env already observes {taken[0]!r}; allowed: an env without "
+            f"{' and '.join(PREVIOUS_KEYS)}"
+        )
+    return {
+        **entries,
+        "prev_action": spaces.Discrete(int(action_space.n) + 1),  # 0: an episode's first step
+        "prev_reward": spaces.Box(-np.inf, np.inf, (1,), np.float32),
+    }
 
 
 class PreviousActionReward(gym.Wrapper):
@@ -45,16 +64,11 @@ class PreviousActionReward(gym.Wrapper):
             )
         base = env.observation_space
         entries = dict(base.spaces) if isinstance(base, spaces.Dict) else {"obs": base}
-        taken = [key for key in PREVIOUS_KEYS if key in entries]
-        if taken:
-            raise ValueError(
-                f"PreviousActionReward: the env already observes {taken[0]!r}; allowed: an env "
-                f"without {' and '.join(PREVIOUS_KEYS)}"
-            )
+        try:
+            self.observation_space = spaces.Dict(with_previous_spaces(entries, action_space))
+        except ValueError as error:
+            raise ValueError(f"PreviousActionReward: {error}") from None
         self._start = int(action_space.start)
-        entries["prev_action"] = spaces.Discrete(int(action_space.n) + 1)
-        entries["prev_reward"] = spaces.Box(-np.inf, np.inf, (1,), np.float32)
-        self.observation_space = spaces.Dict(entries)
 
     def _observe(self, obs: Any, action: int, reward: float) -> dict[str, Any]:
         entries = dict(obs) if isinstance(obs, dict) else {"obs": obs}

@@ -8,7 +8,8 @@ from gymnasium import spaces
 
 from agents.config import ConfigError, MemoryConfig
 from agents.policy import ActorCritic
-from agents.vec import PREVIOUS_KEYS, TorchVectorEnv, make_vector_env
+from agents.vec import TorchVectorEnv, make_vector_env
+from envs.wrappers import PREVIOUS_KEYS
 
 CPU = torch.device("cpu")
 
