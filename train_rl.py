@@ -157,8 +157,19 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("eval episodes", str(ev["episodes"])),
         ("eval mean return", "-" if ev["mean_return"] is None else f"{ev['mean_return']:.3f}"),
         ("eval success rate", "-" if ev["success_rate"] is None else f"{ev['success_rate']:.3f}"),
-        ("run directory", summary["run_dir"]),
     ]
+    best = summary.get("best")
+    if best is not None:  # --eval-every: the kept policy, evaluated on the same episodes
+        best_ev = best["eval"]
+        rows += [
+            ("best policy", f"step {best['global_step']:,} ({best['path']})"),
+            ("best mean return", f"{best_ev['mean_return']:.3f}"),
+            (
+                "best success rate",
+                "-" if best_ev["success_rate"] is None else f"{best_ev['success_rate']:.3f}",
+            ),
+        ]
+    rows.append(("run directory", summary["run_dir"]))
     width = max(len(k) for k, _ in rows)
     print()
     for key, value in rows:

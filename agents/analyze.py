@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         "spans by event, and a text report in RUN_DIR/analysis/.",
     )
     parser.add_argument("run_dir", type=Path, help="a run directory holding checkpoint.pt")
+    parser.add_argument(
+        "--checkpoint",
+        default="last",
+        choices=("last", "best"),
+        help="the policy to play: last (checkpoint.pt) or best (best.pt, kept by runs with "
+        "--eval-every; default last)",
+    )
     parser.add_argument("--episodes", type=int, default=5, help="episodes to play (default 5)")
     parser.add_argument(
         "--env", default=None, help="env id to play (default: the run's --eval-env, else --env)"
@@ -78,18 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_policy(
-    run_dir: Path, device_name: str, env_id: str | None
+    run_dir: Path, device_name: str, env_id: str | None, checkpoint: str = "last"
 ) -> tuple[ActorCritic, TrainConfig, dict[str, Any], str, torch.device]:
-    """(policy on device, config, checkpoint payload, env id, device) of a run directory.
+    """(policy on device, config, checkpoint payload, env id, device) of a run directory;
+    ``checkpoint``: ``"last"`` (``checkpoint.pt``) or ``"best"`` (``best.pt``).
 
     Raises `ConfigError` (one line) for a missing / corrupt run directory, a core without
     per-observation memory, an unknown env or a checkpoint that does not fit the env."""
-    from agents.checkpoint import load_checkpoint
+    from agents.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint
     from agents.trainer import resolve_device
     from agents.vec import make_vector_env
 
     try:
-        payload = load_checkpoint(run_dir)
+        payload = load_checkpoint(run_dir, BEST_NAME if checkpoint == "best" else CHECKPOINT_NAME)
     except ConfigError as error:
         raise ConfigError(str(error).replace("--resume ", "", 1)) from None
     try:
@@ -174,14 +182,17 @@ def analyze(
     device: str = "cpu",
     max_steps: int = MAX_TRACKED_STEPS,
     seed: int | None = None,
+    checkpoint: str = "last",
 ) -> str:
-    """Play, write ``RUN_DIR/analysis/`` and return the report; `ConfigError` on bad input."""
+    """Play, write ``RUN_DIR/analysis/`` and return the report; `ConfigError` on bad input.
+
+    ``checkpoint``: ``"last"`` or ``"best"`` (the policy `--eval-every` kept)."""
     run_dir = Path(run_dir)
     if episodes < 1:
         raise ConfigError(f"--episodes must be a positive integer, got {episodes}")
     if max_steps < 1:
         raise ConfigError(f"--max-steps must be a positive integer, got {max_steps}")
-    policy, config, payload, env_id, torch_device = load_policy(run_dir, device, env_id)
+    policy, config, payload, env_id, torch_device = load_policy(run_dir, device, env_id, checkpoint)
     first_seed = config.seed + SEED_OFFSET if seed is None else seed
     out_dir = run_dir / "analysis"
     records = []
@@ -193,7 +204,7 @@ def analyze(
         write_retention_files(record, out_dir, f"episode{episode}", title)
     header = [
         f"Retention analysis of {run_dir}",
-        f"memory {config.memory.kind}, env {env_id}, checkpoint at step "
+        f"memory {config.memory.kind}, env {env_id}, {checkpoint} checkpoint, at step "
         f"{payload['global_step']:,} (iteration {payload['iteration']})",
     ]
     text = report(records, header)
@@ -210,7 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(stop.code or 0)
     try:
         text = analyze(
-            args.run_dir, args.episodes, args.env, args.device, args.max_steps, args.seed
+            args.run_dir,
+            args.episodes,
+            args.env,
+            args.device,
+            args.max_steps,
+            args.seed,
+            args.checkpoint,
         )
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -13,15 +13,17 @@ import torch
 from agents.config import ConfigError
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: the policy that scored best in the evaluations during training (``--eval-every``)
+BEST_NAME = "best.pt"
 
 
-def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> Path:
-    """Write `payload` to ``run_dir/checkpoint.pt`` atomically.
+def save_checkpoint(run_dir: Path, payload: dict[str, Any], name: str = CHECKPOINT_NAME) -> Path:
+    """Write `payload` to ``run_dir/name`` (default ``checkpoint.pt``) atomically.
 
     The previous checkpoint stays in place until the new one is whole on disk: the data goes
     to a temporary file, is flushed and fsynced, and only then renamed over the old one.
     """
-    path = Path(run_dir) / CHECKPOINT_NAME
+    path = Path(run_dir) / name
     tmp = path.with_suffix(".pt.tmp")
     with tmp.open("wb") as f:
         torch.save(payload, f)
@@ -36,21 +38,30 @@ def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(run_dir: Path) -> dict[str, Any]:
-    """Read ``run_dir/checkpoint.pt``, or raise `ConfigError` saying why it cannot be used."""
-    path = Path(run_dir) / CHECKPOINT_NAME
+def load_checkpoint(run_dir: Path, name: str = CHECKPOINT_NAME) -> dict[str, Any]:
+    """Read ``run_dir/name``, or raise `ConfigError` saying why it cannot be used.
+
+    ``checkpoint.pt`` (the default) must hold what `--resume` needs; ``best.pt`` the policy,
+    its config and when it was taken.
+    """
+    path = Path(run_dir) / name
     if not Path(run_dir).is_dir():
         raise ConfigError(f"--resume {run_dir}: no such run directory")
     if not path.is_file():
-        raise ConfigError(f"--resume {run_dir}: no {CHECKPOINT_NAME} in it (nothing to resume)")
+        if name == BEST_NAME:
+            raise ConfigError(
+                f"--resume {run_dir}: no {name} in it (it is written by runs with --eval-every)"
+            )
+        raise ConfigError(f"--resume {run_dir}: no {name} in it (nothing to resume)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:
         raise ConfigError(
-            f"--resume {run_dir}: {CHECKPOINT_NAME} is corrupt or truncated "
-            f"({type(error).__name__})"
+            f"--resume {run_dir}: {name} is corrupt or truncated ({type(error).__name__})"
         ) from None
-    required = {"config", "iteration", "global_step", "policy", "optimizer"}
+    required = {"config", "iteration", "global_step", "policy"}
+    if name == CHECKPOINT_NAME:
+        required.add("optimizer")
     if not isinstance(payload, dict) or not required <= payload.keys():
-        raise ConfigError(f"--resume {run_dir}: {CHECKPOINT_NAME} is not a Lethe checkpoint")
+        raise ConfigError(f"--resume {run_dir}: {name} is not a Lethe checkpoint")
     return payload

@@ -119,7 +119,15 @@ class TrainConfig:
     heatmap_every: int = _f(
         50, "iterations between retention heatmaps (and at the end; 0: end only)"
     )
-    eval_episodes: int = _f(100, "episodes of the final evaluation (0: none)")
+    eval_episodes: int = _f(
+        100, "episodes of the final evaluation and of each --eval-every evaluation (0: none)"
+    )
+    eval_every: int = _f(
+        0,
+        "iterations between evaluations during training (--eval-episodes on --eval-env, "
+        "logged as eval/*; the policy that scores best, by success rate or else return, is "
+        "kept in RUN_DIR/best.pt and evaluated again at the end; 0: the final one only)",
+    )
     eval_env: str = _f(
         "",
         "Gymnasium id of the final evaluation and the retention heatmaps (default: --env, or "
@@ -187,8 +195,14 @@ def validate(config: TrainConfig) -> None:
     for name, value in (
         ("heatmap-every", config.heatmap_every),
         ("eval-episodes", config.eval_episodes),
+        ("eval-every", config.eval_every),
     ):
         _require(value >= 0, f"--{name} must be >= 0, got {value}")
+    _require(
+        config.eval_every == 0 or config.eval_episodes > 0,
+        f"--eval-every {config.eval_every} needs episodes to play; allowed: --eval-episodes "
+        "> 0, or --eval-every 0",
+    )
     _require(
         mem.ramp <= mem.span_limit,
         f"--ramp {mem.ramp} is longer than --span-limit {mem.span_limit}; "

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -26,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from agents.a2c import a2c_update
-from agents.checkpoint import load_checkpoint, save_checkpoint
+from agents.checkpoint import BEST_NAME, load_checkpoint, save_checkpoint
 from agents.config import ConfigError, TrainConfig, advisories, validate
 from agents.distributed import (
     SINGLE_PROCESS,
@@ -60,6 +61,7 @@ RESUMABLE_OVERRIDES = frozenset(
         "checkpoint_every",
         "heatmap_every",
         "eval_episodes",
+        "eval_every",
         "eval_env",
         "eval_deterministic",
         "dist_timeout",
@@ -287,6 +289,7 @@ def _train(
         algo = config.algo
         optimizer = torch.optim.Adam(policy.parameters(), lr=algo.learning_rate, eps=1e-5)
         iteration, global_step, wall_before, run_id = 0, 0, 0.0, None
+        best = None
         if checkpoint is not None:
             policy.load_state_dict(checkpoint["policy"])
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -297,6 +300,7 @@ def _train(
             if levels is not None:  # fresh envs, but the curriculum goes on where it was
                 env.curriculum_level = levels[ctx.rank]
             _set_rng_state(checkpoint.get("rng_ranks", [checkpoint["rng"]])[ctx.rank])
+            best = checkpoint.get("best")
         else:
             if ctx.enabled:
                 seed_everything(ctx.seed(config.seed))  # each rank samples its own actions
@@ -341,6 +345,7 @@ def _train(
                 wall_before,
                 progress,
                 ctx,
+                best,
             )
         finally:
             if logger is not None:
@@ -358,6 +363,7 @@ def _checkpoint_payload(
     global_step: int,
     wall_seconds: float,
     run_id: str | None,
+    best: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
@@ -368,7 +374,37 @@ def _checkpoint_payload(
         "rng": _rng_state(),
         "wall_seconds": wall_seconds,
         "wandb_run_id": run_id,
+        "best": best,
     }
+
+
+#: periodic evaluations play the same episodes every time (comparable scores), seeded apart
+#: from the final evaluation's, which judges the kept best policy on episodes it was not
+#: chosen on
+PERIODIC_EVAL_SEED = 7_919
+FINAL_EVAL_SEED = 99_991
+
+
+def _score(result: dict[str, Any]) -> float:
+    """What `--eval-every` ranks policies by: success rate where the env reports it, else return."""
+    return result["success_rate"] if result["success_rate"] is not None else result["mean_return"]
+
+
+def _evaluate_apart(
+    policy: ActorCritic, config: TrainConfig, device: torch.device, seed: int
+) -> dict[str, Any]:
+    """`evaluate` on the run's eval env with the global RNG forked: training samples the same
+    actions with or without evaluations in between."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type):
+        return evaluate(
+            policy,
+            eval_env_id(config),
+            config.eval_episodes,
+            device,
+            seed,
+            config.eval_deterministic,
+        )
 
 
 def _loop(
@@ -384,11 +420,14 @@ def _loop(
     wall_before: float,
     progress: bool,
     ctx: DistContext = SINGLE_PROCESS,
+    best: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Iterate collect -> update -> log -> checkpoint, then evaluate and write the summary.
+    """Iterate collect -> update -> (evaluate) -> log -> checkpoint, then evaluate and write
+    the summary.
 
     `model` is the `ActorCritic` or, under torchrun, its DDP wrapper (the update goes through
-    it); `logger` is None on every rank but 0. Steps count the envs of all ranks.
+    it); `logger` is None on every rank but 0. Steps count the envs of all ranks. `best`:
+    the best evaluation so far (`--eval-every`; from the checkpoint on resume).
     """
     policy = unwrap(model)
     algo = config.algo
@@ -417,7 +456,7 @@ def _loop(
             return
         wall = wall_before + time.perf_counter() - start_time
         payload = _checkpoint_payload(
-            config, policy, optimizer, iteration, global_step, wall, logger.run_id
+            config, policy, optimizer, iteration, global_step, wall, logger.run_id, best
         )
         payload["world_size"] = ctx.world_size
         if levels[0] is not None:
@@ -458,15 +497,33 @@ def _loop(
             level = collector.env.curriculum_level
             if level is not None:  # rank 0's envs (each rank's curriculum is its own)
                 metrics["charts/curriculum_level"] = level
+            if logger is not None and config.eval_every and iteration % config.eval_every == 0:
+                # Rank 0 alone; the others wait for it at the next update's all-reduce.
+                result = _evaluate_apart(policy, config, device, config.seed + PERIODIC_EVAL_SEED)
+                metrics.update(
+                    {f"eval/{k}": v for k, v in result.items() if k != "episodes" and v is not None}
+                )
+                if best is None or _score(result) > best["score"]:
+                    best = {
+                        "score": _score(result),
+                        "iteration": iteration,
+                        "global_step": global_step,
+                        "eval": result,
+                    }
+                    best_payload = {"config": config.to_dict(), "policy": policy.state_dict()}
+                    save_checkpoint(run_dir, {**best_payload, **best}, BEST_NAME)
+                metrics["eval/best_score"] = best["score"]
             if logger is not None:
                 logger.log(iteration, global_step, metrics)
             bar.update(steps_per_iteration)
-            bar.set_postfix(
-                ret=f"{metrics['charts/episodic_return']:.2f}",
-                success=f"{metrics['charts/success_rate']:.2f}",
-                sps=f"{metrics['charts/steps_per_second']:.0f}",
-                refresh=False,
-            )
+            postfix = {
+                "ret": f"{metrics['charts/episodic_return']:.2f}",
+                "success": f"{metrics['charts/success_rate']:.2f}",
+                "sps": f"{metrics['charts/steps_per_second']:.0f}",
+            }
+            if best is not None:  # the best --eval-every score so far
+                postfix["best_eval"] = f"{best['score']:.2f}"
+            bar.set_postfix(postfix, refresh=False)
             if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
                 bar.close()
                 raise TrainingError(
@@ -513,17 +570,21 @@ def _loop(
     wall_seconds = wall_before + loop_seconds
     this_session_steps = global_step - start_step
     eval_result = (
-        evaluate(
-            policy,
-            eval_env_id(config),
-            config.eval_episodes,
-            device,
-            config.seed + 99_991,
-            config.eval_deterministic,
-        )
+        _evaluate_apart(policy, config, device, config.seed + FINAL_EVAL_SEED)
         if config.eval_episodes > 0
         else {"episodes": 0, "mean_return": None, "mean_length": None, "success_rate": None}
     )
+    best_summary = None
+    if best is not None:
+        kept = copy.deepcopy(policy)
+        kept.load_state_dict(load_checkpoint(run_dir, BEST_NAME)["policy"])
+        best_summary = {
+            "iteration": best["iteration"],
+            "global_step": best["global_step"],
+            "eval_when_chosen": best["eval"],
+            "eval": _evaluate_apart(kept, config, device, config.seed + FINAL_EVAL_SEED),
+            "path": str(run_dir / BEST_NAME),
+        }
     summary = {
         "env_id": config.env,
         "eval_env_id": eval_env_id(config),
@@ -543,6 +604,8 @@ def _loop(
         "eval": eval_result,
         "run_dir": str(run_dir),
     }
+    if best_summary is not None:
+        summary["best"] = best_summary
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if logger is not None:
         logger.summary(summary)
