@@ -200,6 +200,7 @@ def run_lethe(task: Task, memory: str, seed: int, args: argparse.Namespace) -> d
             wandb="disabled",
             heatmap_every=0,
             eval_episodes=args.eval_episodes,
+            eval_every=args.eval_every,
             memory=MemoryConfig(
                 kind=memory,
                 previous_action_reward=task.previous_action_reward,
@@ -312,6 +313,33 @@ def run_recurrent_ppo(task: Task, seed: int, args: argparse.Namespace) -> dict[s
     }
 
 
+def format_table(results: list[dict[str, Any]], metric: str) -> str:
+    """The printed table; a ``best (step)`` column where a run kept a best policy."""
+    with_best = any("best_step" in row for row in results)
+    best_head = f" {'best (step)':>20} |" if with_best else ""
+    lines = [
+        f"| {'learner':<32} | seed | {'steps to target':>15} | {'budget':>11} | final |"
+        f"{best_head} wall s |",
+        f"|{'-' * 34}|------|{'-' * 17}|{'-' * 13}|-------|{'-' * 22 + '|' if with_best else ''}"
+        "--------|",
+    ]
+    key = "success" if metric == "success" else "return"
+    for row in results:
+        reached = "not reached" if row["steps_to_target"] is None else f"{row['steps_to_target']:,}"
+        final = row[f"final_{key}"]
+        final_text = "-" if final is None else f"{final:.2f}"
+        best_text = ""
+        if with_best:
+            best = row.get(f"best_{key}")
+            cell = "-" if best is None else f"{best:.2f} ({row['best_step']:,})"
+            best_text = f" {cell:>20} |"
+        lines.append(
+            f"| {row['learner']:<32} | {row['seed']:>4} | {reached:>15} | {row['budget']:>11,} "
+            f"| {final_text:>5} |{best_text} {row['wall_seconds']:>6.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="corridor-s")
@@ -323,6 +351,13 @@ def main() -> None:
     parser.add_argument("--no-sb3", action="store_true", help="leave RecurrentPPO out")
     parser.add_argument("--num-envs", type=int, default=0, help="Lethe envs (0: the task's)")
     parser.add_argument("--eval-episodes", type=int, default=100)
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="Lethe runs: evaluate every N iterations and report the best policy's final "
+        "evaluation too (train_rl.py --eval-every; 0: off)",
+    )
     parser.add_argument("--window-episodes", type=int, default=100)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     parser.add_argument("--out", default="", help="also write the results as JSON here")
@@ -363,20 +398,15 @@ def main() -> None:
                 "final_return": summary["eval"]["mean_return"],
                 "wall_seconds": summary["wall_seconds"],
             }
+            if "best" in summary:  # --eval-every: the kept policy, judged on the final episodes
+                row["best_step"] = summary["best"]["global_step"]
+                row["best_success"] = summary["best"]["eval"]["success_rate"]
+                row["best_return"] = summary["best"]["eval"]["mean_return"]
             results.append(row)
             print(json.dumps(row), flush=True)
 
     print(f"\n{task.env}: env steps to {target_text} ({args.window_episodes}-episode window)\n")
-    print(f"| {'learner':<32} | seed | {'steps to target':>15} | {'budget':>11} | final | wall s |")
-    print(f"|{'-' * 34}|------|{'-' * 17}|{'-' * 13}|-------|--------|")
-    for row in results:
-        reached = "not reached" if row["steps_to_target"] is None else f"{row['steps_to_target']:,}"
-        final = row["final_success"] if task.metric == "success" else row["final_return"]
-        final_text = "-" if final is None else f"{final:.2f}"
-        print(
-            f"| {row['learner']:<32} | {row['seed']:>4} | {reached:>15} | {row['budget']:>11,} "
-            f"| {final_text:>5} | {row['wall_seconds']:>6.0f} |"
-        )
+    print(format_table(results, task.metric))
     if args.out:
         Path(args.out).write_text(json.dumps({"task": args.task, "results": results}, indent=1))
 

@@ -111,7 +111,7 @@ def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--task", "corridor-s", "--memories", "expire-span,gru"]
         + ["--seeds", "1", "--steps", "2048", "--sb3-steps", "64", "--eval-episodes", "4"]
-        + ["--threads", "1", "--out", str(out)],
+        + ["--threads", "1", "--eval-every", "1", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -129,6 +129,10 @@ def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
     lethe = results[0]
     assert lethe["budget"] == 2048 and lethe["final_success"] is not None
     assert results[2]["budget"] >= 64  # SB3 finishes its rollout (8 envs x 128 steps)
+    # --eval-every: Lethe's runs report their kept policy (one iteration: the only one).
+    assert lethe["best_step"] == 2048 and lethe["best_success"] is not None
+    assert "best_step" not in results[2]
+    assert "best (step)" in result.stdout and f"({lethe['best_step']:,})" in result.stdout
 
 
 def test_recurrent_ppo_observes_what_lethes_learners_observe() -> None:
