@@ -498,7 +498,7 @@ def _loop(
             if level is not None:  # rank 0's envs (each rank's curriculum is its own)
                 metrics["charts/curriculum_level"] = level
             if logger is not None and config.eval_every and iteration % config.eval_every == 0:
-                # Rank 0 alone; the others wait for it at the next update's all-reduce.
+                # Rank 0 alone; the others wait for it at the next iteration's first collective.
                 result = _evaluate_apart(policy, config, device, config.seed + PERIODIC_EVAL_SEED)
                 metrics.update(
                     {f"eval/{k}": v for k, v in result.items() if k != "episodes" and v is not None}

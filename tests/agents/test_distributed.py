@@ -99,7 +99,7 @@ def spawn(worker: Any, *args: Any) -> None:
 def test_torchrun_run_writes_one_summary_with_the_steps_of_both_ranks(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     done = subprocess.run(
-        torchrun(run_dir, "--total-steps", "256", "--memory", "gru"),
+        torchrun(run_dir, "--total-steps", "256", "--memory", "gru", "--eval-every", "1"),
         env=quiet_env(),
         capture_output=True,
         text=True,
@@ -114,6 +114,9 @@ def test_torchrun_run_writes_one_summary_with_the_steps_of_both_ranks(tmp_path: 
     assert summary["total_env_steps"] == 2 * steps_per_iteration
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["global_step"] for r in records] == [128, 256]  # rank 0 alone logs
+    # --eval-every: rank 0 evaluates while the other rank waits, and keeps the best policy.
+    assert all("eval/best_score" in r for r in records)
+    assert summary["best"]["iteration"] in (1, 2) and (run_dir / "best.pt").is_file()
     assert done.stdout.count("run directory") == 1  # rank 0 alone prints the summary
     assert sorted(p.name for p in run_dir.iterdir() if p.suffix == ".json") == [
         "config.json",
