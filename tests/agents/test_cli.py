@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_model import TINY_MODEL
 
 import train_rl
 from agents.checkpoint import CHECKPOINT_NAME
@@ -24,12 +25,7 @@ TINY = [
     "--no-progress",
     "--eval-episodes",
     "4",
-    "--width",
-    "16",
-    "--heads",
-    "2",
-    "--layers",
-    "1",
+    *TINY_MODEL,
 ]
 
 

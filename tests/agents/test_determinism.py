@@ -40,6 +40,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_model import TINY_MODEL
 
 import train_rl
 from agents.checkpoint import load_checkpoint
@@ -49,12 +50,7 @@ TIMING_METRIC_KEYS = ("charts/steps_per_second",)
 COMMON = [
     "--rollout-steps",
     "16",
-    "--width",
-    "16",
-    "--heads",
-    "2",
-    "--layers",
-    "1",
+    *TINY_MODEL,
     "--checkpoint-every",
     "2",
     "--eval-episodes",

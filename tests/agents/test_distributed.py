@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tiny_model import TINY_MODEL
 from torch.utils import _pytree as pytree
 
 from agents.config import AlgoConfig, MemoryConfig, TrainConfig
@@ -33,12 +34,7 @@ TINY = [
     "--no-progress",
     "--eval-episodes",
     "2",
-    "--width",
-    "16",
-    "--heads",
-    "2",
-    "--layers",
-    "1",
+    *TINY_MODEL,
     "--device",
     "cpu",
     "--dist-timeout",

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_model import TINY_MODEL
 
 import train_rl
 from agents import analyze
@@ -23,12 +24,7 @@ COMMON = [
     "8",
     "--rollout-steps",
     "16",
-    "--width",
-    "16",
-    "--heads",
-    "2",
-    "--layers",
-    "1",
+    *TINY_MODEL,
     "--eval-episodes",
     "6",
     "--eval-deterministic",

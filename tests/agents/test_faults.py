@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_model import TINY_MODEL
 
 import train_rl
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -48,12 +49,7 @@ TINY_LETHE = [
     "8",
     "--rollout-steps",
     "16",
-    "--width",
-    "16",
-    "--heads",
-    "2",
-    "--layers",
-    "1",
+    *TINY_MODEL,
     "--capacity",
     "8",
     "--num-minibatches",
@@ -76,12 +72,7 @@ TINY_GYM = [
     "2",
     "--rollout-steps",
     "16",
-    "--width",
-    "16",
-    "--heads",
-    "2",
-    "--layers",
-    "1",
+    *TINY_MODEL,
     "--memory",
     "gru",
     "--eval-episodes",
