@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_model import TINY_MODEL
+from tiny_run import TINY_MODEL
 
 import train_rl
 from agents.checkpoint import CHECKPOINT_NAME

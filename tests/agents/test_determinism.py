@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_model import TINY_MODEL
+from tiny_run import QUIET, TINY_MODEL
 
 import train_rl
 from agents.checkpoint import load_checkpoint
@@ -55,11 +55,7 @@ COMMON = [
     "2",
     "--eval-episodes",
     "4",
-    "--heatmap-every",
-    "0",
-    "--wandb",
-    "disabled",
-    "--no-progress",
+    *QUIET,
     "--device",
     "cpu",
     "--seed",

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from tiny_model import TINY_MODEL
+from tiny_run import TINY_MODEL
 from torch.utils import _pytree as pytree
 
 from agents.config import AlgoConfig, MemoryConfig, TrainConfig

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_model import TINY_MODEL
+from tiny_run import QUIET, TINY_CORRIDOR
 
 import train_rl
 from agents import analyze
@@ -18,21 +18,11 @@ from agents.trainer import PERIODIC_EVAL_SEED
 
 SEED = 7
 COMMON = [
-    "--env",
-    "Lethe/Corridor-S-v0",
-    "--num-envs",
-    "8",
-    "--rollout-steps",
-    "16",
-    *TINY_MODEL,
+    *TINY_CORRIDOR,
     "--eval-episodes",
     "6",
     "--eval-deterministic",
-    "--heatmap-every",
-    "0",
-    "--wandb",
-    "disabled",
-    "--no-progress",
+    *QUIET,
     "--device",
     "cpu",
     "--seed",

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_model import TINY_MODEL
+from tiny_run import QUIET, TINY_CORRIDOR, TINY_MODEL
 
 import train_rl
 from agents.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -43,24 +43,14 @@ STEPS_PER_ITERATION = 8 * 16
 ITERATIONS = 14
 #: a tiny Lethe run: ~0.4 s per iteration on one CPU thread
 TINY_LETHE = [
-    "--env",
-    "Lethe/Corridor-S-v0",
-    "--num-envs",
-    "8",
-    "--rollout-steps",
-    "16",
-    *TINY_MODEL,
+    *TINY_CORRIDOR,
     "--capacity",
     "8",
     "--num-minibatches",
     "4",
     "--eval-episodes",
     "4",
-    "--heatmap-every",
-    "0",
-    "--wandb",
-    "disabled",
-    "--no-progress",
+    *QUIET,
     "--seed",
     "3",
 ]
@@ -77,11 +67,7 @@ TINY_GYM = [
     "gru",
     "--eval-episodes",
     "2",
-    "--heatmap-every",
-    "0",
-    "--wandb",
-    "disabled",
-    "--no-progress",
+    *QUIET,
 ]
 
 FAULT_ENVS = '''
