@@ -60,8 +60,7 @@ def load_checkpoint(run_dir: Path, name: str = CHECKPOINT_NAME) -> dict[str, Any
             f"--resume {run_dir}: {name} is corrupt or truncated ({type(error).__name__})"
         ) from None
     required = {"config", "iteration", "global_step", "policy"}
-    if name == CHECKPOINT_NAME:
-        required.add("optimizer")
+    required.add("optimizer" if name == CHECKPOINT_NAME else "score")
     if not isinstance(payload, dict) or not required <= payload.keys():
         raise ConfigError(f"--resume {run_dir}: {name} is not a Lethe checkpoint")
     return payload

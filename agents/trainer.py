@@ -300,7 +300,7 @@ def _train(
             if levels is not None:  # fresh envs, but the curriculum goes on where it was
                 env.curriculum_level = levels[ctx.rank]
             _set_rng_state(checkpoint.get("rng_ranks", [checkpoint["rng"]])[ctx.rank])
-            best = checkpoint.get("best")
+            best = _best_so_far(run_dir)
         else:
             if ctx.enabled:
                 seed_everything(ctx.seed(config.seed))  # each rank samples its own actions
@@ -363,7 +363,6 @@ def _checkpoint_payload(
     global_step: int,
     wall_seconds: float,
     run_id: str | None,
-    best: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
@@ -374,7 +373,6 @@ def _checkpoint_payload(
         "rng": _rng_state(),
         "wall_seconds": wall_seconds,
         "wandb_run_id": run_id,
-        "best": best,
     }
 
 
@@ -383,6 +381,21 @@ def _checkpoint_payload(
 #: chosen on
 PERIODIC_EVAL_SEED = 7_919
 FINAL_EVAL_SEED = 99_991
+
+
+BEST_FIELDS = ("score", "iteration", "global_step", "eval")
+
+
+def _best_so_far(run_dir: Path) -> dict[str, Any] | None:
+    """The record of ``best.pt`` (its score, when it was taken, its evaluation), if any.
+
+    On resume the best policy is the one on disk, even if it was found after the checkpoint
+    the run resumes from: a later policy replaces it only by scoring higher.
+    """
+    if not (run_dir / BEST_NAME).is_file():
+        return None
+    payload = load_checkpoint(run_dir, BEST_NAME)
+    return {key: payload[key] for key in BEST_FIELDS}
 
 
 def _score(result: dict[str, Any]) -> float:
@@ -456,7 +469,7 @@ def _loop(
             return
         wall = wall_before + time.perf_counter() - start_time
         payload = _checkpoint_payload(
-            config, policy, optimizer, iteration, global_step, wall, logger.run_id, best
+            config, policy, optimizer, iteration, global_step, wall, logger.run_id
         )
         payload["world_size"] = ctx.world_size
         if levels[0] is not None:

@@ -12,7 +12,7 @@ from tiny_run import QUIET, TINY_CORRIDOR
 
 import train_rl
 from agents import analyze
-from agents.checkpoint import BEST_NAME, load_checkpoint
+from agents.checkpoint import BEST_NAME, load_checkpoint, save_checkpoint
 from agents.evaluate import evaluate
 from agents.trainer import PERIODIC_EVAL_SEED
 
@@ -90,7 +90,7 @@ def test_best_policy_is_the_best_scoring_one_and_is_judged_again(tmp_path: Path)
 def test_resume_keeps_the_best_so_far(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     _, first = run(run_dir, "--total-steps", "512", "--eval-every", "1")
-    best_before = load_checkpoint(run_dir)["best"]
+    best_before = load_checkpoint(run_dir, BEST_NAME)
     assert best_before["score"] == max(record["eval/success_rate"] for record in first)
     args = ["--resume", str(run_dir), "--total-steps", "1024", "--no-progress"]
     assert train_rl.main(args) == 0
@@ -100,6 +100,22 @@ def test_resume_keeps_the_best_so_far(tmp_path: Path) -> None:
     scores = [record["eval/success_rate"] for record in metrics]
     assert resumed[-1]["eval/best_score"] == max(scores)
     assert all(record["eval/best_score"] >= best_before["score"] for record in resumed)
+
+
+def test_resume_replaces_best_pt_only_with_a_higher_score(tmp_path: Path) -> None:
+    """The best policy is the one on disk, also when a killed run found it after its last
+    checkpoint: the resumed run compares with it."""
+    run_dir = tmp_path / "run"
+    _, first = run(run_dir, "--total-steps", "256", "--eval-every", "1")
+    best = load_checkpoint(run_dir, BEST_NAME)
+    save_checkpoint(run_dir, {**best, "score": 1.5, "iteration": 99}, BEST_NAME)  # unbeatable
+    args = ["--resume", str(run_dir), "--total-steps", "512", "--no-progress"]
+    assert train_rl.main(args) == 0
+    kept = load_checkpoint(run_dir, BEST_NAME)
+    assert (kept["score"], kept["iteration"]) == (1.5, 99)
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [record["eval/best_score"] for record in metrics[len(first) :]] == [1.5, 1.5]
+    assert json.loads((run_dir / "summary.json").read_text())["best"]["iteration"] == 99
 
 
 @pytest.mark.parametrize(
