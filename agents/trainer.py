@@ -300,7 +300,7 @@ def _train(
             if levels is not None:  # fresh envs, but the curriculum goes on where it was
                 env.curriculum_level = levels[ctx.rank]
             _set_rng_state(checkpoint.get("rng_ranks", [checkpoint["rng"]])[ctx.rank])
-            best = _best_so_far(run_dir)
+            best = _best_so_far(run_dir) if ctx.is_main else None  # rank 0 alone evaluates
         else:
             if ctx.enabled:
                 seed_everything(ctx.seed(config.seed))  # each rank samples its own actions
