@@ -440,7 +440,7 @@ def _loop(
 
     `model` is the `ActorCritic` or, under torchrun, its DDP wrapper (the update goes through
     it); `logger` is None on every rank but 0. Steps count the envs of all ranks. `best`:
-    the best evaluation so far (`--eval-every`; from the checkpoint on resume).
+    the record of the best evaluation so far (`--eval-every`; on resume, that of ``best.pt``).
     """
     policy = unwrap(model)
     algo = config.algo
@@ -516,9 +516,10 @@ def _loop(
                 metrics.update(
                     {f"eval/{k}": v for k, v in result.items() if k != "episodes" and v is not None}
                 )
-                if best is None or _score(result) > best["score"]:
+                score = _score(result)
+                if best is None or score > best["score"]:
                     best = {
-                        "score": _score(result),
+                        "score": score,
                         "iteration": iteration,
                         "global_step": global_step,
                         "eval": result,
