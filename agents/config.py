@@ -8,6 +8,7 @@ option there, documented by its ``help`` metadata. `validate` checks every value
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,16 @@ class MemoryConfig:
         1.0,
         "expire-span: the span predictor reads norm(h) / this; larger values slow and steady "
         "span learning (a saturated sigmoid gives a span no gradient to come back with)",
+    )
+    span_use_coef: float = _f(
+        0.0,
+        "expire-span: weight of the use loss, which pulls the span of every memory the "
+        "attention reads (above its uniform share) at age a up to --span-use-margin x a, so "
+        "that a kept cue's span does not drift below the step that needs it (0: off, as in "
+        "the paper; e.g. 1e-2 on the long corridors)",
+    )
+    span_use_margin: float = _f(
+        1.25, "expire-span: a memory read at age a is kept at least this many times a"
     )
     previous_action_reward: bool = _f(
         False,
@@ -213,8 +224,22 @@ def validate(config: TrainConfig) -> None:
         f"--heads {mem.heads} does not divide --width {mem.width}; allowed: a divisor of the width",
     )
     _require(0 < mem.span_init < 1, f"--span-init must be in (0, 1), got {mem.span_init}")
-    _require(mem.alpha >= 0, f"--alpha must be >= 0, got {mem.alpha}")
-    _require(mem.span_pre_div > 0, f"--span-pre-div must be > 0, got {mem.span_pre_div}")
+    _require(
+        math.isfinite(mem.alpha) and mem.alpha >= 0,
+        f"--alpha must be a finite number >= 0, got {mem.alpha}",
+    )
+    _require(
+        math.isfinite(mem.span_pre_div) and mem.span_pre_div > 0,
+        f"--span-pre-div must be a finite number > 0, got {mem.span_pre_div}",
+    )
+    _require(
+        math.isfinite(mem.span_use_coef) and mem.span_use_coef >= 0,
+        f"--span-use-coef must be a finite number >= 0, got {mem.span_use_coef}",
+    )
+    _require(
+        math.isfinite(mem.span_use_margin) and mem.span_use_margin >= 1,
+        f"--span-use-margin must be a finite number >= 1, got {mem.span_use_margin}",
+    )
     _require(0 < algo.gamma <= 1, f"--gamma must be in (0, 1], got {algo.gamma}")
     _require(0 <= algo.gae_lambda <= 1, f"--gae-lambda must be in [0, 1], got {algo.gae_lambda}")
     _require(algo.learning_rate > 0, f"--learning-rate must be > 0, got {algo.learning_rate}")

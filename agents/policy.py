@@ -131,6 +131,8 @@ def memory_options(config: MemoryConfig) -> dict[str, Any]:
             "span_loss_coef": config.alpha,
             "init_span_fraction": config.span_init,
             "pre_div": config.span_pre_div,
+            "use_loss_coef": config.span_use_coef,
+            "use_margin": config.span_use_margin,
         }
     if config.kind == "window":
         return {**common, "window": config.window}

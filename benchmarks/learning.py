@@ -58,8 +58,10 @@ class Task:
 # The long corridors: one layer (the cue's own memory must reach the junction, no relay
 # through a second layer), capacity 16 (memories pass their ramp, 5.5 + 8 steps, before
 # eviction, or spans never learn: see `agents.config.advisories`), alpha 1e-5 (keeps the
-# corridor's spans short enough for the cue to hold its slot). Trained on the length
-# curriculum, evaluated on the fixed length.
+# corridor's spans short enough for the cue to hold its slot), use loss 1e-2 (holds the
+# cue's span once it is read across the corridor: without it every L100 run collapsed back
+# to chance, see README Results). Trained on the length curriculum, evaluated on the fixed
+# length.
 def long_memory(length: int) -> dict[str, dict[str, Any]]:
     """Memory options for a corridor of ``length``: full keeps a whole episode at most."""
     return {
@@ -70,6 +72,7 @@ def long_memory(length: int) -> dict[str, dict[str, Any]]:
             "span_init": 0.005,
             "ramp": 8,
             "alpha": 1e-5,
+            "span_use_coef": 1e-2,
         },
         "window": {"layers": 1, "window": 16},
         "full": {"layers": 1, "max_memory": length + length // 4},
@@ -107,6 +110,7 @@ TASKS = {
         10_000_000,
         100_000,
         LONG,
+        algo={"ent_coef": 0.001},  # the walk of a long corridor pays little: keep it steady
         num_envs=256,
         train_env="Lethe/Corridor-L1000-Curriculum-v0",
         final_level=1000,

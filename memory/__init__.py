@@ -14,7 +14,8 @@ Kinds and options (defaults):
 
 - ``"expire-span"``: ``d_model=64, n_layers=2, n_heads=4, ff_mult=2, capacity=64,
   max_span=1024, ramp=32, init_span_fraction=0.1, pre_div=1.0, span_loss_coef=1e-6,
-  span_noise=False, position_buckets=32``.
+  span_noise=False, use_loss_coef=0.0, use_margin=1.25,
+  position_buckets=32``.
 - ``"window"``: ``d_model, n_layers, n_heads, ff_mult, position_buckets`` as above, ``window=64``
   (attends to the current step and the ``window`` previous ones).
 - ``"full"``: the same model options, ``max_memory=1024`` (the whole episode, bounded: past
@@ -76,6 +77,8 @@ KINDS: dict[str, dict[str, Any]] = {
         "pre_div": 1.0,
         "span_loss_coef": 1e-6,
         "span_noise": False,
+        "use_loss_coef": 0.0,
+        "use_margin": 1.25,
     },
     "window": {**_MODEL, "window": 64},
     "full": {**_MODEL, "max_memory": 1024},
@@ -124,6 +127,14 @@ def _check(options: dict[str, Any], input_dim: int) -> None:
         coef = options["span_loss_coef"]
         if not (isinstance(coef, int | float) and math.isfinite(coef) and coef >= 0):
             raise ValueError(f"span_loss_coef must be a finite number >= 0, got {coef!r}")
+    if "use_loss_coef" in options:
+        coef = options["use_loss_coef"]
+        if not (isinstance(coef, int | float) and math.isfinite(coef) and coef >= 0):
+            raise ValueError(f"use_loss_coef must be a finite number >= 0, got {coef!r}")
+    if "use_margin" in options:
+        margin = options["use_margin"]
+        if not (isinstance(margin, int | float) and math.isfinite(margin) and margin >= 1):
+            raise ValueError(f"use_margin must be a finite number >= 1, got {margin!r}")
     if "span_noise" in options and not isinstance(options["span_noise"], bool):
         raise ValueError(f"span_noise must be True or False, got {options['span_noise']!r}")
 

@@ -11,6 +11,12 @@ version, like the paper's code, counted pairs in the ramp only: the spans of evi
 then got no gradient at all and rose with the predictor's bias, until they crowded out the
 memory that mattered). The slot machinery is shared with window and full: see
 ``memory.slot_attention``.
+
+Our addition, off by default (``use_loss_coef=0``): the *use loss* (``SlotTransformer.use_loss``)
+pulls the span of every memory the attention reads, above its uniform share, at age ``a`` up to
+``use_margin * a``. The ramp's gradient reaches a span only within ``R`` steps of its expiry,
+so a kept memory's span gets no push back while it drifts down towards the step that needs it;
+the use loss gives one as long as that step still reads it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class ExpireSpanMemory(SlotTransformer):
         pre_div: float = 1.0,
         span_loss_coef: float = 1e-6,
         span_noise: bool = False,
+        use_loss_coef: float = 0.0,
+        use_margin: float = 1.25,
         position_buckets: int = 32,
     ):
         super().__init__(
@@ -54,4 +62,6 @@ class ExpireSpanMemory(SlotTransformer):
             pre_div=pre_div,
             span_loss_coef=span_loss_coef,
             span_noise=span_noise,
+            use_loss_coef=use_loss_coef,
+            use_margin=use_margin,
         )

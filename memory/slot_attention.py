@@ -139,7 +139,9 @@ class MaskedSlotAttention(torch.autograd.Function):
         slot_mask: Tensor,
         chunk_mask: Tensor,
     ) -> Tensor:
-        """``q [B, H, Q, d]``, ``k``/``v [B, H, K, d]``, ``bias [H, n]`` -> ``[B, H, Q, d]``."""
+        """``q [B, H, Q, d]``, ``k``/``v [B, H, K, d]``, ``bias [H, n]`` -> ``out [B, H, Q, d]``
+        and the attention ``probs [B, H, Q, K]`` (no gradient: what `SlotTransformer`'s use loss
+        reads)."""
         # Head-major and contiguous once: every product below (and in backward) then reads
         # its operands in place, transposed or not, instead of copying per product.
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
@@ -158,10 +160,11 @@ class MaskedSlotAttention(torch.autograd.Function):
         out = torch.matmul(probs, v)  # [B, H, Q, d]
         ctx.save_for_backward(q, k, v, probs, out, slot_bucket, chunk_bucket)
         ctx.n_buckets = bias.shape[-1]
-        return out
+        ctx.mark_non_differentiable(probs)
+        return out, probs
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx, grad_out: Tensor, _grad_probs: Tensor) -> tuple[Tensor | None, ...]:
         q, k, v, probs, out, slot_bucket, chunk_bucket = ctx.saved_tensors
         n_slots, n_buckets = slot_bucket.shape[-1], ctx.n_buckets
         batch, heads, queries = probs.shape[:3]
@@ -276,12 +279,13 @@ class SlotLayer(nn.Module):
         chunk_bucket: Tensor,
         slot_mask: Tensor,
         chunk_mask: Tensor,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
         """Attention of a chunk over ``S`` slots and the chunk itself.
 
         ``normed [B, T, D]`` (queries, and keys after the slots), ``slot_normed [B, S, D]``;
         position buckets ``slot_bucket [B, T, S]``, ``chunk_bucket [T, T]``; log soft masks
-        ``slot_mask [B, T, S]``, ``chunk_mask [B, T, T]`` (``-inf`` where hidden) -> ``[B, T, D]``.
+        ``slot_mask [B, T, S]``, ``chunk_mask [B, T, T]`` (``-inf`` where hidden) -> ``[B, T, D]``,
+        and the attention probabilities ``[B, H, T, S + T]`` (no gradient).
         """
         d_model = normed.shape[-1]
         scale = 1.0 / math.sqrt(self.head_dim)
@@ -298,10 +302,10 @@ class SlotLayer(nn.Module):
         q = self.heads(q)  # [B, H, T, d]
         k = self.heads(torch.cat([slot_k, chunk_k], 1))  # [B, H, K, d]
         v = self.heads(torch.cat([slot_v, chunk_v], 1))  # [B, H, K, d]
-        out = MaskedSlotAttention.apply(
+        out, probs = MaskedSlotAttention.apply(
             q, k, v, self.position_bias, slot_bucket, chunk_bucket, slot_mask, chunk_mask
-        )  # [B, H, T, d]
-        return self.proj_out(out.transpose(1, 2).flatten(-2))  # [B, T, D]
+        )  # [B, H, T, d], [B, H, T, K]
+        return self.proj_out(out.transpose(1, 2).flatten(-2)), probs  # [B, T, D]
 
     def attend_step(
         self, normed: Tensor, slot_normed: Tensor, slot_add: Tensor, now_add: Tensor
@@ -363,6 +367,8 @@ class SlotTransformer(Memory):
         pre_div: float = 1.0,
         span_loss_coef: float = 0.0,
         span_noise: bool = False,
+        use_loss_coef: float = 0.0,
+        use_margin: float = 1.25,
     ):
         super().__init__()
         self.input_dim = input_dim
@@ -379,6 +385,8 @@ class SlotTransformer(Memory):
         self.pre_div = pre_div
         self.span_loss_coef = span_loss_coef
         self.span_noise = span_noise
+        self.use_loss_coef = use_loss_coef
+        self.use_margin = use_margin
         self.input_proj = nn.Linear(input_dim, d_model)
         self.layers = nn.ModuleList(
             SlotLayer(d_model, n_heads, ff_mult, position_buckets, self.learn_span)
@@ -424,6 +432,36 @@ class SlotTransformer(Memory):
         if table is None:
             return age_bucket(age, self.position_buckets, self.max_age)
         return table[age.clamp(0, table.shape[0] - 1)]
+
+    def use_loss(
+        self,
+        probs: Tensor,
+        slot_age: Tensor,
+        chunk_age: Tensor,
+        span_slot: Tensor,
+        span_chunk: Tensor,
+    ) -> Tensor:
+        """Keep what is read: ``coef * sum_qj r_qj * relu(margin * age_qj - e_j) / (B * T)``.
+
+        ``r_qj = relu(a_qj - 1 / n_q)``: query ``q``'s attention to memory ``j`` (mean over
+        heads, no gradient) above the uniform share of the ``n_q`` memories it sees;
+        ``age_qj = t_q - w_j``. A memory read at age ``a`` is pulled to a span of at least
+        ``margin * a``: a restoring force on a span while its memory is still read with room
+        to spare, where the ramp gives none (it acts only within ``R`` steps of expiry).
+        Diffuse attention reads nothing: counted, it pulled up every memory the slots held
+        (each is read a little at every age), until long-lived corridor memories crowded the
+        cue out of a 16-slot memory. ``probs [B, H, T, S + T]``, ``slot_age [B, T, S]``,
+        ``chunk_age [T, T]``, spans ``[B, S]`` / ``[B, T]``.
+        """
+        attention = probs.mean(1)  # [B, T, S + T]
+        seen = (attention > 0).sum(-1, keepdim=True).clamp(min=1)  # [B, T, 1]
+        read = (attention - 1.0 / seen).clamp(min=0.0)
+        n_slots = slot_age.shape[-1]
+        margin = self.use_margin
+        short_slot = (margin * slot_age.to(span_slot.dtype) - span_slot[:, None]).relu()
+        short_chunk = (margin * chunk_age.to(span_chunk.dtype) - span_chunk[:, None]).relu()
+        total = (read[..., :n_slots] * short_slot).sum() + (read[..., n_slots:] * short_chunk).sum()
+        return self.use_loss_coef * total / read.shape[0] / read.shape[1]
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> SlotState:
@@ -633,7 +671,7 @@ class SlotTransformer(Memory):
                 mask_span[1], t, t_query, chunk_visible, self.ramp
             )  # [B, T, T]
             slot_age = t[:, :, None] - slot_write[:, None]  # [B, T, S]
-            attn = layer.attend_chunk(
+            attn, probs = layer.attend_chunk(
                 normed,
                 slot_normed,
                 self.bucket(slot_age),
@@ -646,6 +684,8 @@ class SlotTransformer(Memory):
                 # memory written in the chunk (each once). It must reach memories that the
                 # capacity evicts before their ramp: nothing else ever shortens their spans.
                 aux = aux + self.span_loss_coef * span_chunk.mean()
+            if self.learn_span and self.use_loss_coef > 0:
+                aux = aux + self.use_loss(probs, slot_age, chunk_age, span_slot, span_chunk)
 
             layer_input, h = h, layer.feed_forward(h + attn)
             if not return_state:

@@ -60,6 +60,10 @@ def assert_one_line_error(status, err, *needles):
         (["--ramp", "64", "--span-limit", "32"], ["--ramp 64", "--span-limit 32"]),
         (["--heads", "3", "--width", "16"], ["--heads 3"]),
         (["--span-pre-div", "0"], ["--span-pre-div", "> 0"]),
+        (["--alpha", "inf"], ["--alpha", "finite"]),
+        (["--span-use-coef", "-1"], ["--span-use-coef", ">= 0"]),
+        (["--span-use-coef", "nan"], ["--span-use-coef", "nan"]),
+        (["--span-use-margin", "0.5"], ["--span-use-margin", ">= 1"]),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(args, needles, tmp_path, capsys):

@@ -191,3 +191,61 @@ def test_span_noise_only_in_training_sequence() -> None:
         y_train, _, _ = core.sequence(x, state, starts)
         changed.append(bool((y_train - y_eval).abs().max() > 1e-6))
     assert any(changed)
+
+
+def test_use_loss_matches_hand_value_and_pulls_read_spans_up() -> None:
+    # Zero query projection: a memory's logit is its age's position bias, 0 except log 3 at
+    # ages 4 and 5. Query t=4 sees ages 4..0: weights 3/7, 1/7 x 4, the uniform share 1/5, so
+    # only j=0 is read, by 3/7 - 1/5 = 8/35. Query t=5 sees ages 5..0: 3/10, 3/10, 1/10 x 4
+    # against 1/6, so j=0 and j=1 are read by 2/15 each. Earlier queries see ages <= 3 alike:
+    # nothing read. Spans 0.5 * 20 = 10; with margin 3 a pair pays relu(3 * age - 10):
+    # (t=4, j=0) 2, (t=5, j=0) 5, (t=5, j=1) 2.
+    core = small_core(
+        max_span=20, init_span_fraction=0.5, span_loss_coef=0.0, use_loss_coef=0.3, use_margin=3.0
+    )
+    layer = core.layers[0]
+    torch.nn.init.zeros_(layer.proj_query.weight)
+    with torch.no_grad():
+        layer.position_bias[:, 4:6] = math.log(3.0)  # exact buckets below 16
+    x = torch.randn(6, 1, 2, dtype=torch.double)
+    starts = torch.zeros(6, 1, dtype=torch.bool)
+    starts[0] = True
+    _, aux, _ = core.sequence(x, core.initial_state(1), starts)
+    total = 2 * 8 / 35 + 5 * 2 / 15 + 2 * 2 / 15
+    assert math.isclose(aux.item(), 0.3 * total / 6, rel_tol=1e-6)
+    aux.backward()
+    # Longer spans lower it: d/de = -coef * (sum of the paying pairs' reads) / (B * T), and
+    # de/dz = e * (1 - e / L) = 5 at the bias.
+    reads = 8 / 35 + 2 / 15 + 2 / 15
+    bias_grad = layer.span_predictor.bias.grad.item()
+    assert math.isclose(bias_grad, -0.3 * reads / 6 * 5.0, rel_tol=1e-6)
+
+
+def test_use_loss_ignores_attention_spread_evenly() -> None:
+    # The same chunk with no position bias: every query reads its memories alike.
+    core = small_core(max_span=20, init_span_fraction=0.5, span_loss_coef=0.0, use_loss_coef=0.3)
+    torch.nn.init.zeros_(core.layers[0].proj_query.weight)
+    x = torch.randn(6, 1, 2, dtype=torch.double)
+    starts = torch.zeros(6, 1, dtype=torch.bool)
+    starts[0] = True
+    _, aux, _ = core.sequence(x, core.initial_state(1), starts)
+    assert aux.item() == 0.0
+
+
+def test_use_loss_off_by_default_and_sequence_still_equals_steps() -> None:
+    core = small_core(capacity=3, max_span=8, init_span_fraction=0.3, span_loss_coef=0.0)
+    x = torch.randn(10, 2, 2, dtype=torch.double)
+    starts = torch.zeros(10, 2, dtype=torch.bool)
+    starts[0] = True
+    _, aux, _ = core.sequence(x, core.initial_state(2), starts)
+    assert aux.item() == 0.0  # span_loss_coef 0 here, use_loss_coef 0 by default
+    core = small_core(
+        capacity=3, max_span=8, init_span_fraction=0.3, span_loss_coef=0.0, use_loss_coef=1.0
+    )
+    y, aux, _ = core.sequence(x, core.initial_state(2), starts)
+    assert aux.item() > 0
+    state, stepped = core.initial_state(2), []
+    for index in range(10):
+        out, state = core.step(x[index], state, starts[index])
+        stepped.append(out)
+    torch.testing.assert_close(y, torch.stack(stepped), atol=1e-9, rtol=0)

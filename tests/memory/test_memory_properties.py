@@ -33,6 +33,8 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "pre_div": st.floats(0.5, 4.0),
     "span_loss_coef": st.floats(0.0, 1.0),
     "span_noise": st.booleans(),
+    "use_loss_coef": st.floats(0.0, 1.0),
+    "use_margin": st.floats(1.0, 2.0),
     "window": st.integers(1, 6),
     "max_memory": st.integers(1, 6),
     "hidden_size": st.integers(1, 6),
@@ -44,10 +46,14 @@ INVALID: dict[str, list[Any]] = {
     "pre_div": [0.0, -1.0, float("inf"), float("nan")],
     "span_loss_coef": [-1.0, float("nan")],
     "span_noise": [1, "yes"],
+    "use_loss_coef": [-1.0, float("nan"), float("inf")],
+    "use_margin": [0.5, float("nan"), float("inf"), "2"],
     **{
         name: [0, -1, True, 2.0, "4"]
         for name in VALID
-        if name not in ("init_span_fraction", "pre_div", "span_loss_coef", "span_noise")
+        if name
+        not in ("init_span_fraction", "pre_div", "span_loss_coef", "span_noise", "use_loss_coef")
+        + ("use_margin",)
     },
 }
 

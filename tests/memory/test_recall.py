@@ -3,6 +3,11 @@
 Expire-Span can keep the cue (learned long span) while letting distractors expire; a window of
 8 steps cannot see it, so it stays at chance (1/4). Trained with ``sequence`` over chunks with
 truncated backpropagation, as the learners do.
+
+Expire-Span is tested with its use loss (``use_loss_coef``): without it, whether the cue's
+span grows past 200 steps in 100 iterations depends on float rounding. The same test without
+it passed on one x86 CPU and scored 0.69 on another (AMD EPYC), and 0.59 / 0.53 / 0.25 there
+with torch seeds 1 to 3; with ``use_loss_coef=0.1``, 1.00 for seeds 0 to 5 on that machine.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ RECALL_OPTIONS = {
 
 def test_expire_span_learns_to_recall_across_200_steps() -> None:
     torch.set_num_threads(1)
-    assert train_and_score("expire-span", 100, **RECALL_OPTIONS) >= 0.9
+    assert train_and_score("expire-span", 100, **RECALL_OPTIONS, use_loss_coef=0.1) >= 0.9
 
 
 def test_window_of_8_cannot_recall_across_200_steps() -> None:

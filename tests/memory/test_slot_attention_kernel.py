@@ -35,9 +35,11 @@ def reference(q, k, v, bias, slot_bucket, chunk_bucket, slot_mask, chunk_mask):
 
 def test_matches_plain_formula_and_its_gradients() -> None:
     args = inputs(torch.Generator().manual_seed(0))
-    out = MaskedSlotAttention.apply(*args)
+    out, probs = MaskedSlotAttention.apply(*args)
     want = reference(*args)
     torch.testing.assert_close(out, want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(probs @ args[2], want, atol=1e-12, rtol=0)  # the weights used
+    assert not probs.requires_grad
     grad = torch.randn_like(out)
     wrt = [a for a in args if a.requires_grad]
     got = torch.autograd.grad(out, wrt, grad)
@@ -49,7 +51,7 @@ def test_matches_plain_formula_and_its_gradients() -> None:
 
 def test_gradcheck() -> None:
     args = inputs(torch.Generator().manual_seed(1))
-    assert torch.autograd.gradcheck(MaskedSlotAttention.apply, args)
+    assert torch.autograd.gradcheck(lambda *a: MaskedSlotAttention.apply(*a)[0], args)
 
 
 RAMP = 4.0
