@@ -138,7 +138,7 @@ class MaskedSlotAttention(torch.autograd.Function):
         chunk_bucket: Tensor,
         slot_mask: Tensor,
         chunk_mask: Tensor,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
         """``q [B, H, Q, d]``, ``k``/``v [B, H, K, d]``, ``bias [H, n]`` -> ``out [B, H, Q, d]``
         and the attention ``probs [B, H, Q, K]`` (no gradient: what `SlotTransformer`'s use loss
         reads)."""

@@ -49,6 +49,13 @@ def small_core(**options):
     return make_memory("expire-span", 2, **options).double()
 
 
+def one_episode(steps: int, envs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random inputs ``[steps, envs, 2]`` and episode starts at step 0 only."""
+    starts = torch.zeros(steps, envs, dtype=torch.bool)
+    starts[0] = True
+    return torch.randn(steps, envs, 2, dtype=torch.double), starts
+
+
 def test_keep_mask_matches_hand_worked_values() -> None:
     core = small_core()
     keep = core.keep_mask(hand_state(WRITES, SPANS, ALIVE, step=10))
@@ -134,9 +141,7 @@ def test_aux_loss_matches_hand_value_and_reaches_span_predictor() -> None:
     # The paper's loss, coef * sum_i e_i / T per layer (and / B), over every memory written in
     # the chunk. Zero predictor weight at init: every span is 0.1 * L = 2 -> loss 2 * coef.
     core = small_core(max_span=20, ramp=4, init_span_fraction=0.1, span_loss_coef=0.5)
-    x = torch.randn(6, 3, 2, dtype=torch.double)
-    starts = torch.zeros(6, 3, dtype=torch.bool)
-    starts[0] = True
+    x, starts = one_episode(6, 3)
     _, aux, _ = core.sequence(x, core.initial_state(3), starts)
     assert math.isclose(aux.item(), 0.5 * 2.0, rel_tol=1e-6)  # init bias is float32
     aux.backward()
@@ -150,9 +155,7 @@ def test_aux_loss_reaches_memories_evicted_before_their_ramp() -> None:
     # Capacity 2, spans 8: every memory is evicted long before its ramp, so no mask depends on
     # a span; the span predictor still gets the aux loss's gradient.
     core = small_core(capacity=2, max_span=16, ramp=4, init_span_fraction=0.5, span_loss_coef=1.0)
-    x = torch.randn(12, 2, 2, dtype=torch.double)
-    starts = torch.zeros(12, 2, dtype=torch.bool)
-    starts[0] = True
+    x, starts = one_episode(12, 2)
     y, aux, _ = core.sequence(x, core.initial_state(2), starts)
     y.sum().backward(retain_graph=True)
     predictor = core.layers[0].span_predictor
@@ -172,9 +175,7 @@ def test_span_noise_only_in_training_sequence() -> None:
     core = small_core(
         span_noise=True, capacity=16, max_span=16, ramp=2, d_model=4, init_span_fraction=0.9
     )
-    x = torch.randn(12, 3, 2, dtype=torch.double)
-    starts = torch.zeros(12, 3, dtype=torch.bool)
-    starts[0] = True
+    x, starts = one_episode(12, 3)
     state = core.initial_state(3)
     core.eval()
     y_eval, _, _ = core.sequence(x, state, starts)
@@ -207,9 +208,7 @@ def test_use_loss_matches_hand_value_and_pulls_read_spans_up() -> None:
     torch.nn.init.zeros_(layer.proj_query.weight)
     with torch.no_grad():
         layer.position_bias[:, 4:6] = math.log(3.0)  # exact buckets below 16
-    x = torch.randn(6, 1, 2, dtype=torch.double)
-    starts = torch.zeros(6, 1, dtype=torch.bool)
-    starts[0] = True
+    x, starts = one_episode(6, 1)
     _, aux, _ = core.sequence(x, core.initial_state(1), starts)
     total = 2 * 8 / 35 + 5 * 2 / 15 + 2 * 2 / 15
     assert math.isclose(aux.item(), 0.3 * total / 6, rel_tol=1e-6)
@@ -225,18 +224,14 @@ def test_use_loss_ignores_attention_spread_evenly() -> None:
     # The same chunk with no position bias: every query reads its memories alike.
     core = small_core(max_span=20, init_span_fraction=0.5, span_loss_coef=0.0, use_loss_coef=0.3)
     torch.nn.init.zeros_(core.layers[0].proj_query.weight)
-    x = torch.randn(6, 1, 2, dtype=torch.double)
-    starts = torch.zeros(6, 1, dtype=torch.bool)
-    starts[0] = True
+    x, starts = one_episode(6, 1)
     _, aux, _ = core.sequence(x, core.initial_state(1), starts)
     assert aux.item() == 0.0
 
 
 def test_use_loss_off_by_default_and_sequence_still_equals_steps() -> None:
     core = small_core(capacity=3, max_span=8, init_span_fraction=0.3, span_loss_coef=0.0)
-    x = torch.randn(10, 2, 2, dtype=torch.double)
-    starts = torch.zeros(10, 2, dtype=torch.bool)
-    starts[0] = True
+    x, starts = one_episode(10, 2)
     _, aux, _ = core.sequence(x, core.initial_state(2), starts)
     assert aux.item() == 0.0  # span_loss_coef 0 here, use_loss_coef 0 by default
     core = small_core(
