@@ -123,14 +123,11 @@ def _check(options: dict[str, Any], input_dim: int) -> None:
         pre_div = options["pre_div"]
         if not (isinstance(pre_div, int | float) and math.isfinite(pre_div) and pre_div > 0):
             raise ValueError(f"pre_div must be a finite number > 0, got {pre_div!r}")
-    if "span_loss_coef" in options:
-        coef = options["span_loss_coef"]
-        if not (isinstance(coef, int | float) and math.isfinite(coef) and coef >= 0):
-            raise ValueError(f"span_loss_coef must be a finite number >= 0, got {coef!r}")
-    if "use_loss_coef" in options:
-        coef = options["use_loss_coef"]
-        if not (isinstance(coef, int | float) and math.isfinite(coef) and coef >= 0):
-            raise ValueError(f"use_loss_coef must be a finite number >= 0, got {coef!r}")
+    for name in ("span_loss_coef", "use_loss_coef"):
+        if name in options:
+            coef = options[name]
+            if not (isinstance(coef, int | float) and math.isfinite(coef) and coef >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {coef!r}")
     if "use_margin" in options:
         margin = options["use_margin"]
         if not (isinstance(margin, int | float) and math.isfinite(margin) and margin >= 1):
