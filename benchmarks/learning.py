@@ -301,9 +301,12 @@ def sb3_envs(task: Task, seed: int) -> tuple[Any, str]:
 def run_recurrent_ppo(task: Task, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """sb3-contrib's RecurrentPPO with its defaults on 8 MiniGrid envs (the same observations)."""
     from sb3_contrib import RecurrentPPO
+    from stable_baselines3.common.logger import Logger
 
     vec_env, policy = sb3_envs(task, seed)
     model = RecurrentPPO(policy, vec_env, device=args.device, verbose=0, seed=seed)
+    # A logger with no outputs: SB3's default one makes a directory in the temp folder per run.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     log = EpisodeLog(task.final_level)
     start = time.perf_counter()
     model.learn(total_timesteps=args.sb3_steps or task.sb3_steps, callback=log.callback())

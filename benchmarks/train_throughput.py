@@ -62,6 +62,7 @@ def lethe_steps_per_second(
 def recurrent_ppo_steps_per_second(steps: int, device: str) -> float:
     from sb3_contrib import RecurrentPPO
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
 
     import envs  # noqa: F401  (registers Lethe/*)
 
@@ -69,6 +70,8 @@ def recurrent_ppo_steps_per_second(steps: int, device: str) -> float:
     model = RecurrentPPO(
         "MlpLstmPolicy", vec_env, n_steps=128, batch_size=256, device=device, verbose=0, seed=0
     )
+    # A logger with no outputs: SB3's default one makes a directory in the temp folder per run.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     start = time.perf_counter()
     model.learn(total_timesteps=steps)
     elapsed = time.perf_counter() - start

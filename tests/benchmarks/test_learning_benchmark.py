@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,8 @@ def test_portal_oracle_return_is_that_of_a_perfect_memory() -> None:
 
 def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
+    temp = tmp_path / "temp"  # the run's temp folder: SB3's default logger writes one per run
+    temp.mkdir()
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--task", "corridor-s", "--memories", "expire-span,gru"]
         + ["--seeds", "1", "--steps", "2048", "--sb3-steps", "64", "--eval-episodes", "4"]
@@ -116,8 +119,10 @@ def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
         text=True,
         timeout=300,
         cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(temp)},
     )
     assert result.returncode == 0, result.stderr
+    assert not list(temp.glob("SB3-*")), "RecurrentPPO left a log folder in the temp folder"
     assert "env steps to success >= 0.9" in result.stdout
     results = json.loads(out.read_text())["results"]
     learners = [row["learner"] for row in results]
