@@ -224,22 +224,16 @@ def validate(config: TrainConfig) -> None:
         f"--heads {mem.heads} does not divide --width {mem.width}; allowed: a divisor of the width",
     )
     _require(0 < mem.span_init < 1, f"--span-init must be in (0, 1), got {mem.span_init}")
-    _require(
-        math.isfinite(mem.alpha) and mem.alpha >= 0,
-        f"--alpha must be a finite number >= 0, got {mem.alpha}",
-    )
-    _require(
-        math.isfinite(mem.span_pre_div) and mem.span_pre_div > 0,
-        f"--span-pre-div must be a finite number > 0, got {mem.span_pre_div}",
-    )
-    _require(
-        math.isfinite(mem.span_use_coef) and mem.span_use_coef >= 0,
-        f"--span-use-coef must be a finite number >= 0, got {mem.span_use_coef}",
-    )
-    _require(
-        math.isfinite(mem.span_use_margin) and mem.span_use_margin >= 1,
-        f"--span-use-margin must be a finite number >= 1, got {mem.span_use_margin}",
-    )
+    for flag, value, comparison, bound in (
+        ("--alpha", mem.alpha, ">=", 0),
+        ("--span-pre-div", mem.span_pre_div, ">", 0),
+        ("--span-use-coef", mem.span_use_coef, ">=", 0),
+        ("--span-use-margin", mem.span_use_margin, ">=", 1),
+    ):
+        _require(
+            math.isfinite(value) and (value > bound if comparison == ">" else value >= bound),
+            f"{flag} must be a finite number {comparison} {bound}, got {value}",
+        )
     _require(0 < algo.gamma <= 1, f"--gamma must be in (0, 1], got {algo.gamma}")
     _require(0 <= algo.gae_lambda <= 1, f"--gae-lambda must be in [0, 1], got {algo.gae_lambda}")
     _require(algo.learning_rate > 0, f"--learning-rate must be > 0, got {algo.learning_rate}")

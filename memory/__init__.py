@@ -100,6 +100,13 @@ _POSITIVE_INTS = (
     "hidden_size",
     "num_layers",
 )
+#: finite-number options and their lower bound: (comparison, bound)
+_FINITE_BOUNDS = {
+    "pre_div": (">", 0),
+    "span_loss_coef": (">=", 0),
+    "use_loss_coef": (">=", 0),
+    "use_margin": (">=", 1),
+}
 
 
 def _check(options: dict[str, Any], input_dim: int) -> None:
@@ -119,19 +126,14 @@ def _check(options: dict[str, Any], input_dim: int) -> None:
         fraction = options["init_span_fraction"]
         if not (isinstance(fraction, int | float) and 0.0 < fraction < 1.0):
             raise ValueError(f"init_span_fraction must be in (0, 1), got {fraction!r}")
-    if "pre_div" in options:
-        pre_div = options["pre_div"]
-        if not (isinstance(pre_div, int | float) and math.isfinite(pre_div) and pre_div > 0):
-            raise ValueError(f"pre_div must be a finite number > 0, got {pre_div!r}")
-    for name in ("span_loss_coef", "use_loss_coef"):
+    for name, (comparison, bound) in _FINITE_BOUNDS.items():
         if name in options:
-            coef = options[name]
-            if not (isinstance(coef, int | float) and math.isfinite(coef) and coef >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {coef!r}")
-    if "use_margin" in options:
-        margin = options["use_margin"]
-        if not (isinstance(margin, int | float) and math.isfinite(margin) and margin >= 1):
-            raise ValueError(f"use_margin must be a finite number >= 1, got {margin!r}")
+            value = options[name]
+            ok = isinstance(value, int | float) and math.isfinite(value)
+            if not (ok and (value > bound if comparison == ">" else value >= bound)):
+                raise ValueError(
+                    f"{name} must be a finite number {comparison} {bound}, got {value!r}"
+                )
     if "span_noise" in options and not isinstance(options["span_noise"], bool):
         raise ValueError(f"span_noise must be True or False, got {options['span_noise']!r}")
 
