@@ -28,6 +28,7 @@ import json
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,7 +196,9 @@ def portal_oracle_return(env_id: str, episodes: int, device: str) -> float:
 def run_lethe(task: Task, memory: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from agents import AlgoConfig, MemoryConfig, TrainConfig, train
 
-    with tempfile.TemporaryDirectory() as run_dir:
+    # The run directory: kept under --runs-dir (replaced if there), else a temporary one.
+    kept = Path(args.runs_dir, f"{args.task}-{memory}-seed{seed}") if args.runs_dir else None
+    with nullcontext(str(kept)) if kept else tempfile.TemporaryDirectory() as run_dir:
         config = TrainConfig(
             env=task.train_env or task.env,
             eval_env=task.env,
@@ -371,6 +374,13 @@ def main() -> None:
     parser.add_argument("--window-episodes", type=int, default=100)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     parser.add_argument("--out", default="", help="also write the results as JSON here")
+    parser.add_argument(
+        "--runs-dir",
+        default="",
+        help="keep each Lethe run's directory (config, metrics.jsonl, checkpoints, best.pt) "
+        "under this folder as TASK-MEMORY-seedS, replacing one already there (default: "
+        "temporary directories, removed after each run)",
+    )
     parser.add_argument("--progress", action="store_true", help="progress bars of the runs")
     args = parser.parse_args()
     if args.threads:

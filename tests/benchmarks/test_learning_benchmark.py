@@ -114,7 +114,8 @@ def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--task", "corridor-s", "--memories", "expire-span,gru"]
         + ["--seeds", "1", "--steps", "2048", "--sb3-steps", "64", "--eval-episodes", "4"]
-        + ["--threads", "1", "--eval-every", "1", "--out", str(out)],
+        + ["--threads", "1", "--eval-every", "1", "--out", str(out)]
+        + ["--runs-dir", str(tmp_path / "runs")],
         capture_output=True,
         text=True,
         timeout=300,
@@ -138,6 +139,13 @@ def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
     assert lethe["best_step"] == 2048 and lethe["best_success"] is not None
     assert "best_step" not in results[2]
     assert "best (step)" in result.stdout and f"({lethe['best_step']:,})" in result.stdout
+    # --runs-dir keeps each Lethe run's directory; RecurrentPPO has none.
+    kept = sorted(path.name for path in (tmp_path / "runs").iterdir())
+    assert kept == ["corridor-s-expire-span-seed1", "corridor-s-gru-seed1"]
+    for name in kept:
+        run = tmp_path / "runs" / name
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # one iteration
+        assert (run / "best.pt").exists() and (run / "summary.json").exists()
 
 
 def test_recurrent_ppo_observes_what_lethes_learners_observe() -> None:
