@@ -49,6 +49,32 @@ def correct_arm_y(cue: Any) -> Any:
     return 1 + 2 * cue
 
 
+SHORTEST_EPISODE_EXTRA = 2
+"""The shortest episode is ``length + 2`` steps: ``length`` forward to the junction, a turn,
+one step into an arm."""
+
+
+def episode_max_steps(length: Any, slack_steps: int | None) -> Any:
+    """Step limit of an episode of ``length`` (int or tensor): the shortest episode plus
+    ``slack_steps``, or ``4 * length + 20`` without a slack."""
+    if slack_steps is None:
+        return 4 * length + 20
+    return length + SHORTEST_EPISODE_EXTRA + slack_steps
+
+
+def _check_slack_steps(slack_steps: int | None, max_steps: int | None) -> int | None:
+    if slack_steps is None:
+        return None
+    if max_steps is not None:
+        raise ValueError(
+            f"max_steps={max_steps!r} and slack_steps={slack_steps!r} are not allowed "
+            "together: give one step limit"
+        )
+    if not isinstance(slack_steps, int | np.integer) or slack_steps < 0:
+        raise ValueError(f"slack_steps={slack_steps!r} is not allowed: it must be an int >= 0")
+    return int(slack_steps)
+
+
 def corridor_width(length: Any) -> Any:
     """Grid width for a corridor of ``length``: walls at x = 0 and x = junction + 1."""
     return length + 3
@@ -198,7 +224,11 @@ class CorridorEnv(LetheMiniGridEnv):
     ## Termination
 
     The episode ends when the agent enters an arm (terminated), or after `max_steps`
-    steps (truncated; default `4 * length + 20`).
+    steps (truncated; default `4 * length + 20`). `slack_steps=K` instead limits each
+    episode to the shortest one plus `K` (`length + 2 + K`: walk, turn, step into the arm):
+    with a generous limit an agent without memory can carry the cue in its own walk (a
+    window-16 policy learned to turn left and right every ~15 steps for one colour and read
+    the turns back from its window), which a slack shorter than that code's turns rules out.
 
     ## Info
 
@@ -259,11 +289,13 @@ class CorridorEnv(LetheMiniGridEnv):
         curriculum_success: float = 0.9,
         curriculum_retreat: float = 0.6,
         render_mode: str | None = None,
+        slack_steps: int | None = None,
     ) -> None:
         self.min_length, self.max_length = _check_lengths(length, min_length, max_length)
         if max_steps is not None:
             check_max_steps(max_steps)
         self.fixed_max_steps = max_steps
+        self.slack_steps = _check_slack_steps(slack_steps, max_steps)
         self.progress_reward = _check_progress_reward(progress_reward)
         self.curriculum_level = _init_length_curriculum(
             self, curriculum_start, curriculum_episodes, curriculum_success, curriculum_retreat
@@ -272,7 +304,7 @@ class CorridorEnv(LetheMiniGridEnv):
         super().__init__(
             width=corridor_width(self.max_length),
             height=HEIGHT,
-            max_steps=max_steps or 4 * self.max_length + 20,
+            max_steps=max_steps or episode_max_steps(self.max_length, self.slack_steps),
             agent_view_size=agent_view_size,
             render_mode=render_mode,
         )
@@ -293,7 +325,7 @@ class CorridorEnv(LetheMiniGridEnv):
         if int(cue) not in (0, 1):
             raise ValueError(f"cue={cue!r} is not allowed: 0 (green, north) or 1 (red, south)")
         self.length, self.cue, self.best_x = int(length), int(cue), START_X
-        self.max_steps = self.fixed_max_steps or 4 * self.length + 20
+        self.max_steps = self.fixed_max_steps or episode_max_steps(self.length, self.slack_steps)
         self.agent_pos, self.agent_dir = (START_X, CORRIDOR_Y), 0
         return corridor_layout(self.length, self.cue)
 
@@ -354,12 +386,14 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
         device: str | torch.device = "cpu",
         check_actions: bool | None = None,
         render_mode: str | None = None,
+        slack_steps: int | None = None,
     ) -> None:
         check_no_render(render_mode)
         self.min_length, self.max_length = _check_lengths(length, min_length, max_length)
         if max_steps is not None:
             check_max_steps(max_steps)
         self.fixed_max_steps = max_steps
+        self.slack_steps = _check_slack_steps(slack_steps, max_steps)
         self.progress_reward = _check_progress_reward(progress_reward)
         device = torch.device(device)
         level = _init_length_curriculum(
@@ -452,7 +486,7 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
         if self.fixed_max_steps:
             self.max_steps = sel.fill(self.max_steps, self.fixed_max_steps)
         else:
-            self.max_steps = sel.put(self.max_steps, 4 * length + 20)
+            self.max_steps = sel.put(self.max_steps, episode_max_steps(length, self.slack_steps))
         grid.place_at(sel, START_X, CORRIDOR_Y, 0)
         if self.curriculum:
             self._episode_level = sel.put(

@@ -66,6 +66,16 @@ def test_twin_length_option_beyond_its_grid():
         CorridorVectorEnv(2, max_length=10).set_next_layouts(length=11)
 
 
+@pytest.mark.parametrize("make", [CorridorEnv, lambda **k: CorridorVectorEnv(2, **k)])
+def test_bad_step_slack(make):
+    with pytest.raises(ValueError, match=r"slack_steps=-1 .*int >= 0"):
+        make(slack_steps=-1)
+    with pytest.raises(ValueError, match=r"slack_steps=2\.5 .*int >= 0"):
+        make(slack_steps=2.5)
+    with pytest.raises(ValueError, match=r"max_steps=9 and slack_steps=2 .*one step limit"):
+        make(max_steps=9, slack_steps=2)
+
+
 def test_min_above_max_length():
     with pytest.raises(ValueError, match="min_length=9 > max_length=4"):
         CorridorEnv(min_length=9, max_length=4)

@@ -9,6 +9,7 @@ import torch
 from envs import events
 from envs.corridor import CorridorEnv, CorridorVectorEnv
 from envs.portal import PortalEnv, PortalVectorEnv
+from envs.reference import corridor_oracle_actions
 
 
 @pytest.mark.parametrize("view", [3, 5])
@@ -39,6 +40,20 @@ def test_corridor_twin_equals_minigrid_fixed_max_steps(lockstep):
 
     episodes, _ = lockstep(lambda: CorridorEnv(**kwargs), twin, draw, 60, rng)
     assert episodes >= 8 * 60 // 8  # every episode lasts at most 7 steps + 1 reset step
+
+
+def test_corridor_twin_equals_minigrid_with_a_step_slack(lockstep):
+    """``slack_steps``: each episode may last its shortest length (``length + 2``) plus the
+    slack; random walks hit that limit often, and both implementations cut them alike."""
+    rng = np.random.default_rng(2)
+    kwargs = dict(min_length=2, max_length=6, slack_steps=3)
+    twin = CorridorVectorEnv(8, **kwargs)
+
+    def draw(rng):
+        return {"length": int(rng.integers(2, 7)), "cue": int(rng.integers(2))}
+
+    episodes, _ = lockstep(lambda: CorridorEnv(**kwargs), twin, draw, 80, rng)
+    assert episodes >= 8 * 80 // 12  # every episode lasts at most 6 + 2 + 3 steps + 1 reset
 
 
 @pytest.mark.parametrize("view", [3, 7])
@@ -88,6 +103,32 @@ def test_twin_autoreset_is_next_step():
     # And the episode runs on: one step forward, nothing terminates.
     obs, reward, terminated, truncated, info = twin.step(torch.tensor([2, 2]))
     assert (twin.grid.x == 2).all() and not terminated.any()
+
+
+@pytest.mark.parametrize("slack", [0, 4])
+def test_step_slack_allows_the_shortest_episode_plus_the_slack(slack):
+    """The oracle's walk (``length + 2`` steps) succeeds with no slack at all; standing still
+    is truncated after exactly ``length + 2 + slack`` steps, in both implementations."""
+    lengths = torch.tensor([1, 3, 7])
+    twin = CorridorVectorEnv(3, max_length=7, slack_steps=slack)
+    twin.reset(seed=0, options={"length": lengths, "cue": torch.tensor([0, 1, 0])})
+    done = torch.zeros(3, dtype=torch.bool)
+    for _ in range(int(lengths.max()) + 2):
+        _, _, terminated, truncated, info = twin.step(corridor_oracle_actions(twin))
+        # (On the limit's last step MiniGrid sets both flags: entering the arm still counts.)
+        assert not (truncated & ~terminated & ~done).any()
+        assert info["success"][terminated & ~done].all()
+        done |= terminated
+    assert done.all()
+    twin.reset(seed=0, options={"length": lengths})
+    ended = torch.zeros(3, dtype=torch.long)
+    for step in range(1, 20):
+        _, _, _, truncated, _ = twin.step(torch.zeros(3, dtype=torch.long))  # turn left
+        ended = torch.where(truncated & (ended == 0), step, ended)
+    assert ended.tolist() == (lengths + 2 + slack).tolist()
+    env = CorridorEnv(length=3, slack_steps=slack)
+    env.reset(seed=0)
+    assert env.max_steps == 3 + 2 + slack
 
 
 def test_twin_truncates_at_max_steps_then_resets():
