@@ -107,8 +107,9 @@ def test_twin_autoreset_is_next_step():
 
 @pytest.mark.parametrize("slack", [0, 4])
 def test_step_slack_allows_the_shortest_episode_plus_the_slack(slack):
-    """The oracle's walk (``length + 2`` steps) succeeds with no slack at all; standing still
-    is truncated after exactly ``length + 2 + slack`` steps, in both implementations."""
+    """The twin: the oracle's walk (``length + 2`` steps) succeeds with no slack at all;
+    standing still is truncated after exactly ``length + 2 + slack`` steps. The MiniGrid
+    class sets the same limit (the lockstep test above compares the two step for step)."""
     lengths = torch.tensor([1, 3, 7])
     twin = CorridorVectorEnv(3, max_length=7, slack_steps=slack)
     twin.reset(seed=0, options={"length": lengths, "cue": torch.tensor([0, 1, 0])})
