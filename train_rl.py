@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import warnings
 from typing import Any, NoReturn
@@ -25,6 +26,7 @@ from agents.config import (
     ConfigError,
     MemoryConfig,
     TrainConfig,
+    json_object,
 )
 
 CHOICES = {"kind": MEMORY_KINDS, "algo": ALGOS, "device": DEVICES, "wandb": WANDB_MODES}
@@ -63,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "help": field.metadata["help"] + " (default: %(default)s)",
             }
             kwargs["default"] = argparse.SUPPRESS
-            if isinstance(default, bool):
+            if field.metadata.get("json"):
+                kwargs["type"] = json_object
+                kwargs["metavar"] = "JSON"
+                kwargs["help"] = field.metadata["help"] + f" (default: {field.metadata['shown']})"
+            elif isinstance(default, bool):
                 kwargs["action"] = argparse.BooleanOptionalAction
                 kwargs["help"] = field.metadata["help"] + f" (default: {default})"
             else:
@@ -147,13 +153,22 @@ def main(argv: list[str] | None = None) -> int:
 def print_summary(summary: dict[str, Any]) -> None:
     """The final table on the terminal."""
     ev = summary["eval"]
+
+    def with_kwargs(env_id: str, kwargs: dict[str, Any] | None) -> str:
+        return f"{env_id} {json.dumps(kwargs)}" if kwargs else env_id
+
     rows = [
-        ("env", summary["env_id"]),
+        ("env", with_kwargs(summary["env_id"], summary.get("env_kwargs"))),
         ("algo / memory", f"{summary['algo']} / {summary['memory']}"),
         ("env steps", f"{summary['total_env_steps']:,}"),
         ("wall time", f"{summary['wall_seconds']:.1f} s"),
         ("env steps / s", f"{summary['env_steps_per_second']:,.0f}"),
-        ("eval env", summary.get("eval_env_id", summary["env_id"])),
+        (
+            "eval env",
+            with_kwargs(
+                summary.get("eval_env_id", summary["env_id"]), summary.get("eval_env_kwargs")
+            ),
+        ),
         ("eval episodes", str(ev["episodes"])),
         ("eval mean return", "-" if ev["mean_return"] is None else f"{ev['mean_return']:.3f}"),
         ("eval success rate", "-" if ev["success_rate"] is None else f"{ev['success_rate']:.3f}"),

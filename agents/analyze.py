@@ -15,6 +15,7 @@ unknown env) is answered in one line with exit status 2, like the rest of the CL
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Sequence
@@ -24,8 +25,8 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from agents.config import DEVICES, ConfigError, TrainConfig
-from agents.evaluate import eval_env_id
+from agents.config import DEVICES, ConfigError, TrainConfig, json_object
+from agents.evaluate import eval_env_id, eval_env_kwargs
 from agents.policy import ActorCritic
 from agents.retention import (
     MAX_TRACKED_STEPS,
@@ -70,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--env", default=None, help="env id to play (default: the run's --eval-env, else --env)"
     )
     parser.add_argument(
+        "--env-kwargs",
+        type=json_object,
+        default=None,
+        metavar="JSON",
+        help="keyword arguments for the env's constructor (default: the run's eval env kwargs "
+        "when playing its eval env, none for another --env)",
+    )
+    parser.add_argument(
         "--device", default="cpu", choices=DEVICES, help="torch device (default cpu)"
     )
     parser.add_argument(
@@ -84,11 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def played_env_kwargs(
+    config: TrainConfig, env_id: str, given: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for the env `analyze` plays: ``given`` (``--env-kwargs``), else the
+    run's eval env kwargs when it plays the run's eval env, none for another id."""
+    if given is not None:
+        return given
+    return eval_env_kwargs(config) if env_id == eval_env_id(config) else {}
+
+
 def load_policy(
-    run_dir: Path, device_name: str, env_id: str | None, checkpoint: str = "last"
+    run_dir: Path,
+    device_name: str,
+    env_id: str | None,
+    checkpoint: str = "last",
+    env_kwargs: dict[str, Any] | None = None,
 ) -> tuple[ActorCritic, TrainConfig, dict[str, Any], str, torch.device]:
     """(policy on device, config, checkpoint payload, env id, device) of a run directory;
-    ``checkpoint``: ``"last"`` (``checkpoint.pt``) or ``"best"`` (``best.pt``).
+    ``checkpoint``: ``"last"`` (``checkpoint.pt``) or ``"best"`` (``best.pt``). The env is
+    built with `played_env_kwargs` (``env_kwargs``: ``--env-kwargs``).
 
     Raises `ConfigError` (one line) for a missing / corrupt run directory, a core without
     per-observation memory, an unknown env or a checkpoint that does not fit the env."""
@@ -111,7 +135,13 @@ def load_policy(
         )
     device = resolve_device(device_name)
     env_id = env_id or eval_env_id(config)
-    env = make_vector_env(env_id, 1, device, config.memory.previous_action_reward)
+    env = make_vector_env(
+        env_id,
+        1,
+        device,
+        config.memory.previous_action_reward,
+        played_env_kwargs(config, env_id, env_kwargs),
+    )
     try:
         policy = ActorCritic(env.obs_spaces, int(env.single_action_space.n), config.memory)
     finally:
@@ -183,28 +213,37 @@ def analyze(
     max_steps: int = MAX_TRACKED_STEPS,
     seed: int | None = None,
     checkpoint: str = "last",
+    env_kwargs: dict[str, Any] | None = None,
 ) -> str:
     """Play, write ``RUN_DIR/analysis/`` and return the report; `ConfigError` on bad input.
 
-    ``checkpoint``: ``"last"`` or ``"best"`` (the policy `--eval-every` kept)."""
+    ``checkpoint``: ``"last"`` or ``"best"`` (the policy `--eval-every` kept); ``env_kwargs``:
+    see `played_env_kwargs`."""
     run_dir = Path(run_dir)
     if episodes < 1:
         raise ConfigError(f"--episodes must be a positive integer, got {episodes}")
     if max_steps < 1:
         raise ConfigError(f"--max-steps must be a positive integer, got {max_steps}")
-    policy, config, payload, env_id, torch_device = load_policy(run_dir, device, env_id, checkpoint)
+    policy, config, payload, env_id, torch_device = load_policy(
+        run_dir, device, env_id, checkpoint, env_kwargs
+    )
     first_seed = config.seed + SEED_OFFSET if seed is None else seed
     out_dir = run_dir / "analysis"
     records = []
+    env_kwargs = played_env_kwargs(config, env_id, env_kwargs)
     for episode in range(episodes):
-        record = track_episode(policy, env_id, torch_device, first_seed + episode, max_steps)
+        record = track_episode(
+            policy, env_id, torch_device, first_seed + episode, max_steps, env_kwargs
+        )
         assert record is not None  # checked by load_policy
         records.append(record)
         title = episode_title(record, f"checkpoint step {payload['global_step']:,}")
         write_retention_files(record, out_dir, f"episode{episode}", title)
     header = [
         f"Retention analysis of {run_dir}",
-        f"memory {config.memory.kind}, env {env_id}, {checkpoint} checkpoint, at step "
+        f"memory {config.memory.kind}, env {env_id}"
+        + (f" {json.dumps(env_kwargs)}" if env_kwargs else "")
+        + f", {checkpoint} checkpoint, at step "
         f"{payload['global_step']:,} (iteration {payload['iteration']})",
     ]
     text = report(records, header)
@@ -228,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             args.max_steps,
             args.seed,
             args.checkpoint,
+            args.env_kwargs,
         )
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -7,7 +7,9 @@ option there, documented by its ``help`` metadata. `validate` checks every value
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,12 @@ class ConfigError(ValueError):
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
+
+
+def _json(default: Any, help: str, shown: str) -> Any:
+    """A field given on the command line as a JSON object (``shown``: its default in --help)."""
+    factory = dict if default == {} else (lambda: default)
+    return field(default_factory=factory, metadata={"help": help, "json": True, "shown": shown})
 
 
 @dataclass
@@ -111,6 +119,14 @@ class TrainConfig:
         "Gymnasium id (or module:id) of the environment; the default is Lethe/Corridor-v0 "
         "taught through its length curriculum (evaluated on Lethe/Corridor-v0)",
     )
+    env_kwargs: dict[str, Any] = _json(
+        {},
+        "keyword arguments for the env's constructor, a JSON object, e.g. "
+        "'{\"slack_steps\": 100}' (a Lethe corridor's episodes end at most 100 steps after "
+        "their shortest walk) or '{\"size\": 11}' for a MiniGrid id; they go to --eval-env "
+        "too unless --eval-env-kwargs is given",
+        "{}",
+    )
     num_envs: int = _f(
         32, "environments stepped together (batched on the device for Lethe ids; per process)"
     )
@@ -145,6 +161,11 @@ class TrainConfig:
         "for a curriculum id the task it teaches: Lethe/Corridor-L1000-v0 for "
         "Lethe/Corridor-L1000-Curriculum-v0)",
     )
+    eval_env_kwargs: dict[str, Any] | None = _json(
+        None,
+        "keyword arguments for --eval-env's constructor, a JSON object ('{}': none)",
+        "--env-kwargs",
+    )
     eval_deterministic: bool = _f(False, "evaluate with the most likely action instead of sampling")
     dist_timeout: float = _f(
         300.0,
@@ -167,14 +188,48 @@ class TrainConfig:
         return cls(**data, memory=memory, algo=algo)
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """An option's JSON object of keyword arguments, for argparse's ``type`` (which answers a
+    bad one in one line: `argparse.ArgumentTypeError`)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a JSON object; allowed: keyword arguments such as "
+            "'{\"slack_steps\": 100}'"
+        )
+    return value
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
 
 
+def _check_kwargs(flag: str, value: Any, optional: bool = False) -> None:
+    """Keyword arguments for an env: a dict with string keys that JSON can hold (the run's
+    config is saved as JSON)."""
+    if value is None and optional:
+        return
+    try:
+        json.dumps(value)
+        fits = isinstance(value, dict) and all(isinstance(key, str) for key in value)
+    except (TypeError, ValueError):
+        fits = False
+    _require(
+        fits,
+        f"{flag} must be a JSON object of keyword arguments (e.g. '{{\"slack_steps\": 100}}'), "
+        f"got {value!r}",
+    )
+
+
 def validate(config: TrainConfig) -> None:
     """Raise `ConfigError` naming the first bad value and what is allowed."""
     mem, algo = config.memory, config.algo
+    _check_kwargs("--env-kwargs", config.env_kwargs)
+    _check_kwargs("--eval-env-kwargs", config.eval_env_kwargs, optional=True)
     _require(algo.algo in ALGOS, f"unknown algo {algo.algo!r}; allowed: {', '.join(ALGOS)}")
     _require(
         mem.kind in MEMORY_KINDS, f"unknown memory {mem.kind!r}; allowed: {', '.join(MEMORY_KINDS)}"

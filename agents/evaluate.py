@@ -25,6 +25,11 @@ def eval_env_id(config: TrainConfig) -> str:
     return config.eval_env or task_of(config.env)
 
 
+def eval_env_kwargs(config: TrainConfig) -> dict[str, Any]:
+    """Keyword arguments of the eval env: ``--eval-env-kwargs``, else ``--env-kwargs``."""
+    return config.env_kwargs if config.eval_env_kwargs is None else config.eval_env_kwargs
+
+
 @torch.no_grad()
 def evaluate(
     policy: ActorCritic,
@@ -33,8 +38,11 @@ def evaluate(
     device: torch.device,
     seed: int,
     deterministic: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Play `episodes` fresh episodes, the first episode of each env (no bias to short ones).
+
+    ``env_kwargs`` go to the env's constructor (`agents.vec.make_vector_env`).
 
     Returns ``episodes``, ``mean_return``, ``success_rate`` (None when the env reports no
     ``success``) and ``mean_length``.
@@ -45,7 +53,7 @@ def evaluate(
     remaining, round_index = episodes, 0
     while remaining > 0:
         n = min(remaining, MAX_EVAL_ENVS)
-        env = make_vector_env(env_id, n, device, policy.reads_previous_action_reward)
+        env = make_vector_env(env_id, n, device, policy.reads_previous_action_reward, env_kwargs)
         try:
             obs, _ = env.reset(seed=seed + round_index)
             state = policy.initial_state(n, device)

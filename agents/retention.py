@@ -169,6 +169,7 @@ def track_episode(
     device: torch.device | str,
     seed: int,
     max_steps: int = MAX_TRACKED_STEPS,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> EpisodeRetention | None:
     """Play one fresh episode (sampled actions) and record what each layer keeps.
 
@@ -176,13 +177,14 @@ def track_episode(
     actions are sampled from a generator seeded with ``seed`` (the global RNGs are left
     alone, so training is not perturbed). The final observation goes through the policy too
     (as in training), so the arm entered and its event are part of the record. Stops after
-    ``max_steps`` observations. Returns None for cores without slots.
+    ``max_steps`` observations. Returns None for cores without slots. ``env_kwargs`` go to
+    the env's constructor.
     """
     core = slot_core(policy)
     if core is None:
         return None
     device = torch.device(device)
-    env = make_vector_env(env_id, 1, device, policy.reads_previous_action_reward)
+    env = make_vector_env(env_id, 1, device, policy.reads_previous_action_reward, env_kwargs)
     try:
         obs, info = env.reset(seed=seed)
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -481,6 +483,7 @@ def retention_snapshot(
     out_dir: Path,
     global_step: int,
     seed: int,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Path], dict[str, np.ndarray]]:
     """Track one fresh episode with the current policy and write its pictures and arrays.
 
@@ -490,7 +493,7 @@ def retention_snapshot(
     (`EpisodeRetention.arrays`). Returns the images and span histograms for
     `RunLogger.log_media`; ``({}, {})`` for gru / lstm / none.
     """
-    record = track_episode(policy, env_id, device, seed)
+    record = track_episode(policy, env_id, device, seed, env_kwargs=env_kwargs)
     if record is None:
         return {}, {}
     title = episode_title(record, f"training step {global_step:,}")

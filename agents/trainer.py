@@ -38,7 +38,7 @@ from agents.distributed import (
     unwrap,
     wrap_model,
 )
-from agents.evaluate import eval_env_id, evaluate
+from agents.evaluate import eval_env_id, eval_env_kwargs, evaluate
 from agents.logging import RunLogger
 from agents.losses import explained_variance
 from agents.policy import ActorCritic
@@ -63,6 +63,7 @@ RESUMABLE_OVERRIDES = frozenset(
         "eval_episodes",
         "eval_every",
         "eval_env",
+        "eval_env_kwargs",
         "eval_deterministic",
         "dist_timeout",
     }
@@ -121,9 +122,11 @@ def check_eval_env(config: TrainConfig, env: TorchVectorEnv, device: torch.devic
     Checked before training, not found out by the evaluation at the end of the run.
     """
     eval_id = eval_env_id(config)
-    if eval_id == config.env:
+    if eval_id == config.env and eval_env_kwargs(config) == config.env_kwargs:
         return
-    probe = make_vector_env(eval_id, 1, device, config.memory.previous_action_reward)
+    probe = make_vector_env(
+        eval_id, 1, device, config.memory.previous_action_reward, eval_env_kwargs(config)
+    )
     try:
         for what in ("single_observation_space", "single_action_space"):
             train_space, eval_space = getattr(env, what), getattr(probe, what)
@@ -280,7 +283,13 @@ def _train(
     """Build the envs, the policy and the optimiser of this rank, then run `_loop`."""
     device = rank_device(resolve_device(config.device), ctx)
     seed_everything(config.seed)  # before the policy: the same initial parameters on every rank
-    env = make_vector_env(config.env, config.num_envs, device, config.memory.previous_action_reward)
+    env = make_vector_env(
+        config.env,
+        config.num_envs,
+        device,
+        config.memory.previous_action_reward,
+        config.env_kwargs,
+    )
     try:
         check_eval_env(config, env, device)
         policy = ActorCritic(env.obs_spaces, int(env.single_action_space.n), config.memory).to(
@@ -417,6 +426,7 @@ def _evaluate_apart(
             device,
             seed,
             config.eval_deterministic,
+            eval_env_kwargs(config),
         )
 
 
@@ -535,6 +545,8 @@ def _loop(
                 "success": f"{metrics['charts/success_rate']:.2f}",
                 "sps": f"{metrics['charts/steps_per_second']:.0f}",
             }
+            if "charts/curriculum_level" in metrics:  # how far up its curriculum the run is
+                postfix["level"] = f"{metrics['charts/curriculum_level']:g}"
             if best is not None:  # the best --eval-every score so far
                 postfix["best_eval"] = f"{best['score']:.2f}"
             bar.set_postfix(postfix, refresh=False)
@@ -555,6 +567,7 @@ def _loop(
                     run_dir / "retention",
                     global_step,
                     seed=config.seed,
+                    env_kwargs=eval_env_kwargs(config),
                 )
                 logger.log_media(global_step, images, histograms)
             # A skipped update leaves the parameters as they were, so they are always safe to save.
@@ -602,6 +615,8 @@ def _loop(
     summary = {
         "env_id": config.env,
         "eval_env_id": eval_env_id(config),
+        "env_kwargs": config.env_kwargs,
+        "eval_env_kwargs": eval_env_kwargs(config),
         "algo": algo.algo,
         "memory": config.memory.kind,
         "seed": config.seed,

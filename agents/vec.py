@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 import signal
 import warnings
@@ -306,17 +307,45 @@ class TorchVectorEnv:
 
 
 def make_vector_env(
-    env_id: str, num_envs: int, device: torch.device, previous_action_reward: bool = False
+    env_id: str,
+    num_envs: int,
+    device: torch.device,
+    previous_action_reward: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> TorchVectorEnv:
     """The best vector env for `env_id`: its batched twin when it has one, else Gymnasium's.
 
     ``previous_action_reward`` adds the `envs.wrappers.PREVIOUS_KEYS` observations (see
-    `TorchVectorEnv`).
+    `TorchVectorEnv`). ``env_kwargs`` go to the env's constructor, over the registered ones (as
+    in ``gym.make(id, **kwargs)``); one it does not take, or a value it refuses, is a one-line
+    `ConfigError`.
     """
     spec = resolve_spec(env_id)
-    requested, env_id = env_id, spec.id
+    if not env_kwargs:
+        return _make_vector_env(spec, env_id, num_envs, device, previous_action_reward, {})
+    try:
+        return _make_vector_env(spec, env_id, num_envs, device, previous_action_reward, env_kwargs)
+    except (TypeError, ValueError, gym.error.Error) as error:
+        if isinstance(error, ConfigError):
+            raise
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(
+            f"env {env_id} refused the keyword arguments {json.dumps(env_kwargs)}: {reason}"
+        ) from None
+
+
+def _make_vector_env(
+    spec: gym.envs.registration.EnvSpec,
+    requested: str,
+    num_envs: int,
+    device: torch.device,
+    previous_action_reward: bool,
+    env_kwargs: dict[str, Any],
+) -> TorchVectorEnv:
+    env_id = spec.id
     if spec.vector_entry_point is not None:
-        creator = gym.envs.registration.load_env_creator(spec.vector_entry_point)
+        entry = spec.vector_entry_point  # "module:Class", or the class itself
+        creator = entry if callable(entry) else gym.envs.registration.load_env_creator(entry)
         # torch twins take the device; other vector entry points (numpy) do not
         takes_device = "device" in inspect.signature(creator).parameters
         env = gym.make_vec(
@@ -324,6 +353,7 @@ def make_vector_env(
             num_envs=num_envs,
             vectorization_mode="vector_entry_point",
             **({"device": device} if takes_device else {}),
+            **env_kwargs,
         )
     else:
         cores = os.cpu_count() or 1
@@ -334,7 +364,7 @@ def make_vector_env(
                 f"vector env would start {num_envs} processes on {cores} cores",
                 stacklevel=2,
             )
-        probe = gym.make(spec)
+        probe = gym.make(spec, **env_kwargs)
         space = probe.observation_space
         probe.close()
         wrappers = []
@@ -348,5 +378,6 @@ def make_vector_env(
             vectorization_mode="async" if use_async else "sync",
             wrappers=wrappers,
             vector_kwargs={"worker": _sigint_deaf_worker} if use_async else None,
+            **env_kwargs,
         )
     return TorchVectorEnv(env, device, requested, previous_action_reward)

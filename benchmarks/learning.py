@@ -61,7 +61,7 @@ class Task:
 # eviction, or spans never learn: see `agents.config.advisories`), alpha 1e-5 (keeps the
 # corridor's spans short enough for the cue to hold its slot), use loss 1e-2 (holds the
 # cue's span once it is read across the corridor: without it every L100 run collapsed back
-# to chance, see README Results). Trained on the length curriculum, evaluated on the fixed
+# to chance, see docs/results.md). Trained on the length curriculum, evaluated on the fixed
 # length.
 def long_memory(length: int) -> dict[str, dict[str, Any]]:
     """Memory options for a corridor of ``length``: full keeps a whole episode at most."""
@@ -112,7 +112,7 @@ TASKS = {
         100_000,
         LONG,
         # No entropy bonus: a corridor step's advantage is ~0 hundreds of steps from the arm,
-        # so the bonus alone moves the walk (README Results: with 0.01 or 0.001 every run fell
+        # so the bonus alone moves the walk (docs/results.md: with 0.01 or 0.001 every run fell
         # back once its policy's entropy rose).
         algo={"ent_coef": 0.0},
         num_envs=256,
@@ -172,12 +172,14 @@ def steps_to_target(
     return None
 
 
-def portal_oracle_return(env_id: str, episodes: int, device: str) -> float:
+def portal_oracle_return(
+    env_id: str, episodes: int, device: str, env_kwargs: dict[str, Any] | None = None
+) -> float:
     """Mean return of the perfect-memory oracle over ``episodes`` episodes of the twin."""
     from agents.vec import make_vector_env
     from envs.reference import BatchedPortalOracle
 
-    vec = make_vector_env(env_id, episodes, torch.device(device))
+    vec = make_vector_env(env_id, episodes, torch.device(device), env_kwargs=env_kwargs)
     twin = vec.env
     twin.reset(seed=0)
     oracle = BatchedPortalOracle(twin)
@@ -201,6 +203,7 @@ def run_lethe(task: Task, memory: str, seed: int, args: argparse.Namespace) -> d
     with nullcontext(str(kept)) if kept else tempfile.TemporaryDirectory() as run_dir:
         config = TrainConfig(
             env=task.train_env or task.env,
+            env_kwargs=args.env_kwargs,
             eval_env=task.env,
             num_envs=args.num_envs or task.num_envs,
             total_steps=args.steps or task.steps,
@@ -275,6 +278,7 @@ class EpisodeLog:
                 "charts/episodic_return": float(np.mean([r for _, _, r, _ in chunk])),
             }
             if self.final_level:
+                row["charts/curriculum_level"] = float(max(level for *_, level in chunk))
                 last = [(s, r) for _, s, r, level in chunk if level == self.final_level]
                 row["charts/last_level_episodes"] = float(len(last))
                 if last:
@@ -284,7 +288,7 @@ class EpisodeLog:
         return rows
 
 
-def sb3_envs(task: Task, seed: int) -> tuple[Any, str]:
+def sb3_envs(task: Task, seed: int, env_kwargs: dict[str, Any] | None = None) -> tuple[Any, str]:
     """RecurrentPPO's 8 MiniGrid envs of the task and its policy class. Where Lethe's learners
     observe the previous action and reward, so does it: the view flattened (SB3 would read a
     3-D uint8 box as an image for its CNN, too small for it), the entries added by
@@ -298,7 +302,10 @@ def sb3_envs(task: Task, seed: int) -> tuple[Any, str]:
     if task.previous_action_reward:
         policy = "MultiInputLstmPolicy"
         wrapper = lambda env: PreviousActionReward(FlattenObservation(env))  # noqa: E731
-    return make_vec_env(task.train_env or task.env, 8, seed=seed, wrapper_class=wrapper), policy
+    vec_env = make_vec_env(
+        task.train_env or task.env, 8, seed=seed, wrapper_class=wrapper, env_kwargs=env_kwargs
+    )
+    return vec_env, policy
 
 
 def run_recurrent_ppo(task: Task, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -306,7 +313,7 @@ def run_recurrent_ppo(task: Task, seed: int, args: argparse.Namespace) -> dict[s
     from sb3_contrib import RecurrentPPO
     from stable_baselines3.common.logger import Logger
 
-    vec_env, policy = sb3_envs(task, seed)
+    vec_env, policy = sb3_envs(task, seed, args.env_kwargs)
     model = RecurrentPPO(policy, vec_env, device=args.device, verbose=0, seed=seed)
     # A logger with no outputs: SB3's default one makes a directory in the temp folder per run.
     model.set_logger(Logger(folder=None, output_formats=[]))
@@ -326,15 +333,26 @@ def run_recurrent_ppo(task: Task, seed: int, args: argparse.Namespace) -> dict[s
     }
 
 
+def highest_level(rows: list[dict[str, Any]]) -> float | None:
+    """The highest curriculum level in a run's rows (`metrics.jsonl` or `EpisodeLog.as_rows`);
+    None without a curriculum."""
+    levels = [row.get("charts/curriculum_level") for row in rows]
+    levels = [level for level in levels if level is not None and not np.isnan(level)]
+    return max(levels) if levels else None
+
+
 def format_table(results: list[dict[str, Any]], metric: str) -> str:
-    """The printed table; a ``best (step)`` column where a run kept a best policy."""
+    """The printed table; a ``best (step)`` column where a run kept a best policy, a ``level``
+    column (the highest curriculum level reached) on a curriculum."""
     with_best = any("best_step" in row for row in results)
+    with_level = any(row.get("highest_level") is not None for row in results)
     best_head = f" {'best (step)':>20} |" if with_best else ""
+    level_head = " level |" if with_level else ""
     lines = [
-        f"| {'learner':<32} | seed | {'steps to target':>15} | {'budget':>11} | final |"
-        f"{best_head} wall s |",
-        f"|{'-' * 34}|------|{'-' * 17}|{'-' * 13}|-------|{'-' * 22 + '|' if with_best else ''}"
-        "--------|",
+        f"| {'learner':<32} | seed | {'steps to target':>15} | {'budget':>11} |{level_head}"
+        f" final |{best_head} wall s |",
+        f"|{'-' * 34}|------|{'-' * 17}|{'-' * 13}|{'-------|' if with_level else ''}-------|"
+        f"{'-' * 22 + '|' if with_best else ''}--------|",
     ]
     key = "success" if metric == "success" else "return"
     for row in results:
@@ -346,14 +364,20 @@ def format_table(results: list[dict[str, Any]], metric: str) -> str:
             best = row.get(f"best_{key}")
             cell = "-" if best is None else f"{best:.2f} ({row['best_step']:,})"
             best_text = f" {cell:>20} |"
+        level_text = ""
+        if with_level:
+            level = row.get("highest_level")
+            level_text = f" {'-' if level is None else f'{level:,.0f}':>5} |"
         lines.append(
             f"| {row['learner']:<32} | {row['seed']:>4} | {reached:>15} | {row['budget']:>11,} "
-            f"| {final_text:>5} |{best_text} {row['wall_seconds']:>6.0f} |"
+            f"|{level_text} {final_text:>5} |{best_text} {row['wall_seconds']:>6.0f} |"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
+    from agents.config import json_object
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="corridor-s")
     parser.add_argument("--memories", default="expire-span,gru,window,full")
@@ -382,6 +406,14 @@ def main() -> None:
         "temporary directories, removed after each run)",
     )
     parser.add_argument("--progress", action="store_true", help="progress bars of the runs")
+    parser.add_argument(
+        "--env-kwargs",
+        type=json_object,
+        default={},
+        metavar="JSON",
+        help="keyword arguments for the task's envs (training, evaluation, RecurrentPPO's), e.g. "
+        "'{\"slack_steps\": 100}' to end a corridor episode 100 steps after its shortest walk",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -390,7 +422,7 @@ def main() -> None:
     threshold = task.target
     target_text = f"success >= {task.target}"
     if task.metric == "return":
-        oracle = portal_oracle_return(task.env, 256, args.device)
+        oracle = portal_oracle_return(task.env, 256, args.device, args.env_kwargs)
         threshold = task.target * oracle
         target_text = f"return >= {task.target:.0%} of the oracle's {oracle:.2f} = {threshold:.2f}"
 
@@ -418,6 +450,8 @@ def main() -> None:
                 "final_return": summary["eval"]["mean_return"],
                 "wall_seconds": summary["wall_seconds"],
             }
+            if task.final_level:  # on a curriculum: how far up it got
+                row["highest_level"] = highest_level(out["rows"])
             if "best" in summary:  # --eval-every: the kept policy, judged on the final episodes
                 row["best_step"] = summary["best"]["global_step"]
                 row["best_success"] = summary["best"]["eval"]["success_rate"]
@@ -425,10 +459,12 @@ def main() -> None:
             results.append(row)
             print(json.dumps(row), flush=True)
 
-    print(f"\n{task.env}: env steps to {target_text} ({args.window_episodes}-episode window)\n")
+    env_text = task.env + (f" {json.dumps(args.env_kwargs)}" if args.env_kwargs else "")
+    print(f"\n{env_text}: env steps to {target_text} ({args.window_episodes}-episode window)\n")
     print(format_table(results, task.metric))
     if args.out:
-        Path(args.out).write_text(json.dumps({"task": args.task, "results": results}, indent=1))
+        record = {"task": args.task, "env_kwargs": args.env_kwargs, "results": results}
+        Path(args.out).write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

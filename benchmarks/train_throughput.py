@@ -1,6 +1,6 @@
 """Training throughput: Lethe PPO against sb3-contrib's RecurrentPPO, side by side in one run.
 
-    python benchmarks/train_throughput.py                 # CPU, all cores: the README's table
+    python benchmarks/train_throughput.py                 # CPU, all cores: docs/results.md's table
     python benchmarks/train_throughput.py --device cuda --lethe-configs 4096x32/8
 
 Both train PPO with a recurrent memory on ``Lethe/Corridor-v0``: RecurrentPPO (LSTM) through

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agents.analyze import main
@@ -62,6 +63,22 @@ def test_analyze_window_run_with_env_and_device(
     args = [str(run), "--episodes", "1", "--env", "Lethe/Corridor-v0", "--device", "cpu"]
     assert main(args) == 0
     assert "memory window, env Lethe/Corridor-v0" in capsys.readouterr().out
+
+
+def test_analyze_plays_with_env_kwargs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--env-kwargs`` reach the env it plays: with a slack of 1 step on Corridor-S (lengths 5
+    to 10) every tracked episode ends within 13 steps."""
+    run = tiny_run(tmp_path / "window", kind="window")
+    args = [str(run), "--episodes", "3", "--env", "Lethe/Corridor-S-v0"]
+    assert main([*args, "--env-kwargs", '{"slack_steps": 1}']) == 0
+    assert 'env Lethe/Corridor-S-v0 {"slack_steps": 1},' in capsys.readouterr().out
+    for episode in range(3):
+        arrays = np.load(run / "analysis" / f"retention_episode{episode}.npz")
+        assert arrays["events"].shape[-1] <= 14  # 13 steps, and the final observation
+    assert main([*args, "--env-kwargs", '{"slack": 1}']) == 2
+    assert "refused the keyword arguments" in one_line_error(capsys)
+    assert main([*args, "--env-kwargs", "slack=1"]) == 2
+    assert "--env-kwargs" in one_line_error(capsys)
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:

@@ -64,6 +64,10 @@ def assert_one_line_error(status, err, *needles):
         (["--span-use-coef", "-1"], ["--span-use-coef", ">= 0"]),
         (["--span-use-coef", "nan"], ["--span-use-coef", "nan"]),
         (["--span-use-margin", "0.5"], ["--span-use-margin", ">= 1"]),
+        (["--env-kwargs", "[1]"], ["--env-kwargs", "not a JSON object"]),
+        (["--env-kwargs", "{slack: 1}"], ["--env-kwargs", "not JSON"]),
+        (["--env-kwargs", '{"foo": 1}'], ["CartPole-v1", '{"foo": 1}', "foo"]),
+        (["--eval-env-kwargs", '{"foo": 1}'], ["CartPole-v1", '{"foo": 1}', "foo"]),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(args, needles, tmp_path, capsys):
@@ -123,7 +127,7 @@ def test_smoke_run_then_resume_continues(tmp_path, capsys):
     assert_one_line_error(status, err, "CartPole-v1", "Acrobot-v1")
 
 
-def test_curriculum_level_is_logged_kept_on_resume_and_eval_env_used(tmp_path):
+def test_curriculum_level_is_logged_kept_on_resume_and_eval_env_used(tmp_path, capsys):
     from agents.checkpoint import load_checkpoint, save_checkpoint
 
     run_dir = tmp_path / "run"
@@ -141,9 +145,11 @@ def test_curriculum_level_is_logged_kept_on_resume_and_eval_env_used(tmp_path):
     # Fresh envs on resume, but the curriculum goes on at the checkpoint's level.
     checkpoint["curriculum_levels"] = [44.0]
     save_checkpoint(run_dir, checkpoint)
+    capsys.readouterr()
     assert train_rl.main(["--resume", str(run_dir), "--total-steps", "128"]) == 0
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").open()]
     assert rows[-1]["charts/curriculum_level"] == 44.0
+    assert "level=44" in capsys.readouterr().err  # the progress bar (on by default) shows it
     assert load_checkpoint(run_dir)["curriculum_levels"] == [44.0]
 
 
@@ -283,3 +289,45 @@ def test_previous_action_reward_through_train_eval_heatmaps_resume_and_analyze(t
     assert json.loads((run_dir / "config.json").read_text())["memory"]["previous_action_reward"]
     capsys.readouterr()
     assert analyze([str(run_dir), "--episodes", "1"]) == 0
+
+
+def test_env_kwargs_reach_the_env_the_evaluation_the_summary_and_analyze(tmp_path, capsys):
+    """``--env-kwargs '{"slack_steps": 3}'``: Corridor-S episodes (lengths 5 to 10) end by
+    step 10 + 2 + 3, in training and in the evaluation; the kwargs are the run's (config,
+    summary, refused as a change on resume); ``--eval-env-kwargs`` may change on resume."""
+    from agents.analyze import analyze
+
+    run_dir = tmp_path / "run"
+    slack = ["--env-kwargs", '{"slack_steps": 3}']
+    args = ["--env", "Lethe/Corridor-S-v0", *TINY, *slack, "--eval-episodes", "16"]
+    assert train_rl.main([*args, "--total-steps", "256", "--run-dir", str(run_dir)]) == 0
+    assert 'Corridor-S-v0 {"slack_steps": 3}' in capsys.readouterr().out
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["env_kwargs"] == {"slack_steps": 3} and config["eval_env_kwargs"] is None
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_kwargs"] == summary["eval_env_kwargs"] == {"slack_steps": 3}
+    assert summary["eval"]["mean_length"] <= 15
+    rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+    lengths = [json.loads(line)["charts/episode_length"] for line in rows]
+    assert max(x for x in lengths if x is not None) <= 15
+    text = analyze(run_dir, episodes=1)
+    assert 'env Lethe/Corridor-S-v0 {"slack_steps": 3},' in text
+
+    status, err = run_cli(["--resume", str(run_dir), "--env-kwargs", '{"slack_steps": 4}'], capsys)
+    assert_one_line_error(status, err, "--env-kwargs", "{'slack_steps': 3}")
+    resumed = ["--resume", str(run_dir), "--total-steps", "320", "--eval-env-kwargs", "{}"]
+    assert train_rl.main(resumed) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_kwargs"] == {"slack_steps": 3} and summary["eval_env_kwargs"] == {}
+    assert summary["eval"]["mean_length"] > 15  # 4 x length + 20: untrained walks run longer
+
+
+@pytest.mark.parametrize("value", [[1], {1: 2}, {"seed_fn": object()}])
+def test_env_kwargs_from_python_are_checked_too(value):
+    """Through the Python API: a dict with string keys that JSON can hold (config.json)."""
+    from agents.config import ConfigError, TrainConfig, validate
+
+    with pytest.raises(ConfigError, match="--eval-env-kwargs must be a JSON object"):
+        validate(TrainConfig(eval_env_kwargs=value))
+    with pytest.raises(ConfigError, match="--env-kwargs must be a JSON object"):
+        validate(TrainConfig(env_kwargs=value))

@@ -207,9 +207,16 @@ def read_wandb_records(run_dir: Path) -> list[Any]:
     """The records of the offline run's ``.wandb`` file, parsed with W&B's own protobufs.
 
     The file is W&B's 7-byte header (``:W&B``, magic, version) then a LevelDB-style log of
-    32 KiB blocks of chunks (crc32, length, type: full / first / middle / last)."""
+    32 KiB blocks of chunks (crc32, length, type: full / first / middle / last).
+
+    ``run.finish()`` only tells W&B's service process that the run is over
+    (``inform_finish`` is published, not awaited): the service writes the file's last
+    blocks afterwards. Once under load the history was not in the file yet when it was read,
+    so the service is torn down first, which waits for it to flush and exit."""
+    import wandb
     from wandb.proto import wandb_internal_pb2
 
+    wandb.teardown()
     (path,) = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "*.wandb"))
     data = Path(path).read_bytes()
     assert data[:4] == b":W&B"

@@ -1,4 +1,5 @@
-"""The learner's vector envs: the previous action and reward as observations."""
+"""The learner's vector envs: keyword arguments for the env, the previous action and reward as
+observations."""
 
 import gymnasium as gym
 import numpy as np
@@ -129,3 +130,61 @@ def test_an_env_that_already_observes_the_keys_is_refused():
         TorchVectorEnv(envs, CPU, previous_action_reward=True)
     assert "\n" not in str(error.value)
     envs.close()
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])  # sync, and async on a machine with more cores
+def test_env_kwargs_reach_every_gymnasium_env(num_envs):
+    env = make_vector_env("MiniGrid-MemoryS7-v0", num_envs, CPU, env_kwargs={"size": 11})
+    try:
+        assert env.env.get_attr("width") == (11,) * num_envs  # registered size: 7
+    finally:
+        env.close()
+
+
+def test_env_kwargs_reach_the_batched_twin():
+    env = make_vector_env("Lethe/Corridor-L100-v0", 2, CPU, env_kwargs={"slack_steps": 3})
+    env.reset(seed=0)
+    forward = torch.full((2,), 2, dtype=torch.long)  # MiniGrid's "forward"
+    for step in range(1, 106):
+        *_, truncated, _ = env.step(forward)
+        assert bool(truncated.all()) == (step == 105), step  # 100 + 2 + 3: the wall stops it
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs", "needles"),
+    [
+        ("Lethe/Corridor-S-v0", {"lenght": 5}, ["Lethe/Corridor-S-v0", "lenght"]),
+        ("Lethe/Corridor-S-v0", {"slack_steps": -1}, ["slack_steps=-1", "int >= 0"]),
+        ("MiniGrid-MemoryS7-v0", {"colour": 1}, ["MiniGrid-MemoryS7-v0", "colour"]),
+    ],
+)
+def test_env_kwargs_the_env_refuses_are_one_line(env_id, kwargs, needles):
+    with pytest.raises(ConfigError) as error:
+        make_vector_env(env_id, 1, CPU, env_kwargs=kwargs)
+    message = str(error.value)
+    assert "\n" not in message and "refused the keyword arguments" in message
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_a_twin_registered_as_a_class_is_used():
+    """``gymnasium.register(..., vector_entry_point=TheClass)``, the class itself rather than a
+    ``"module:Class"`` string (as docs/new_environment.md registers its example), gives the
+    batched twin too."""
+    from envs.corridor import CorridorEnv, CorridorVectorEnv
+
+    env_id = "LetheTest/ClassTwin-v0"
+    gym.register(
+        env_id,
+        entry_point=CorridorEnv,
+        vector_entry_point=CorridorVectorEnv,
+        kwargs={"min_length": 5, "max_length": 10},
+    )
+    try:
+        env = make_vector_env(env_id, 2, CPU, env_kwargs={"slack_steps": 2})
+        env.reset(seed=0)
+        assert isinstance(env.env, CorridorVectorEnv) and env.is_torch
+        assert env.env.slack_steps == 2
+        env.close()
+    finally:
+        del gym.registry[env_id]

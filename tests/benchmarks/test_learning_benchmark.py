@@ -71,6 +71,7 @@ def test_sb3_episode_log_singles_out_the_final_level() -> None:
     (row,) = log.as_rows(per_row=8)
     assert row["charts/episodes"] == 3 and row["charts/last_level_episodes"] == 2
     assert row["charts/last_level_return"] == 3.0 and row["charts/last_level_success_rate"] == 0.5
+    assert row["charts/curriculum_level"] == 4.0  # the highest level of the batch's episodes
     assert "charts/last_level_episodes" not in learning.EpisodeLog().as_rows(per_row=8)[0:1]
 
 
@@ -89,6 +90,20 @@ def test_sb3_final_figures_come_from_the_last_level() -> None:
     plain = learning.EpisodeLog()
     plain.episodes += [(10, 1.0, 1.0, np.nan), (20, 0.0, 0.0, np.nan)]
     assert plain.final(100) == {"episodes": 2, "mean_return": 0.5, "success_rate": 0.5}
+
+
+def test_highest_level_and_its_column() -> None:
+    """How far up a curriculum a run got, from Lethe's rows or RecurrentPPO's; the table shows
+    it in a ``level`` column only when some run has one."""
+    learning = load_script()
+    lethe_rows = [{"charts/curriculum_level": level} for level in (10.0, 22.0, 17.0)]
+    assert learning.highest_level(lethe_rows) == 22.0
+    assert learning.highest_level([{"global_step": 1}, {"charts/curriculum_level": None}]) is None
+    row = {"learner": "x", "seed": 1, "steps_to_target": None, "budget": 8}
+    row |= {"final_success": 0.5, "wall_seconds": 1.0}
+    table = learning.format_table([row | {"highest_level": 22.0}], "success")
+    assert "| level |" in table.splitlines()[0] and "|    22 |" in table.splitlines()[2]
+    assert "level" not in learning.format_table([row], "success")
 
 
 def test_steps_to_target_reads_returns_for_return_targets() -> None:
@@ -115,7 +130,7 @@ def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
         [sys.executable, str(SCRIPT), "--task", "corridor-s", "--memories", "expire-span,gru"]
         + ["--seeds", "1", "--steps", "2048", "--sb3-steps", "64", "--eval-episodes", "4"]
         + ["--threads", "1", "--eval-every", "1", "--out", str(out)]
-        + ["--runs-dir", str(tmp_path / "runs")],
+        + ["--runs-dir", str(tmp_path / "runs"), "--env-kwargs", '{"slack_steps": 3}'],
         capture_output=True,
         text=True,
         timeout=300,
@@ -124,8 +139,10 @@ def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert not list(temp.glob("SB3-*")), "RecurrentPPO left a log folder in the temp folder"
-    assert "env steps to success >= 0.9" in result.stdout
-    results = json.loads(out.read_text())["results"]
+    assert 'Corridor-S-v0 {"slack_steps": 3}: env steps to success >= 0.9' in result.stdout
+    record = json.loads(out.read_text())
+    assert record["env_kwargs"] == {"slack_steps": 3}
+    results = record["results"]
     learners = [row["learner"] for row in results]
     assert learners == [
         "Lethe PPO expire-span",
@@ -146,6 +163,8 @@ def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
         run = tmp_path / "runs" / name
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # one iteration
         assert (run / "best.pt").exists() and (run / "summary.json").exists()
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["env_kwargs"] == summary["eval_env_kwargs"] == {"slack_steps": 3}
 
 
 def test_recurrent_ppo_observes_what_lethes_learners_observe() -> None:
@@ -160,4 +179,9 @@ def test_recurrent_ppo_observes_what_lethes_learners_observe() -> None:
     vec_env.close()
     vec_env, policy = learning.sb3_envs(learning.TASKS["corridor-s"], seed=1)
     assert policy == "MlpLstmPolicy" and vec_env.observation_space.shape == (3, 3, 3)
+    vec_env.close()
+    vec_env, _ = learning.sb3_envs(
+        learning.TASKS["corridor-s"], seed=1, env_kwargs={"slack_steps": 3}
+    )
+    assert vec_env.get_attr("slack_steps") == [3] * 8  # --env-kwargs reach RecurrentPPO's envs
     vec_env.close()
