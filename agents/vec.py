@@ -47,6 +47,15 @@ T = TypeVar("T")
 #: Gymnasium's async vector env starts one process per env; past this many per core, sync is faster.
 ASYNC_ENVS_PER_CORE = 4
 
+#: keyword arguments the learner sets itself when it builds a vector env: not env kwargs
+RESERVED_ENV_KWARGS = {
+    "num_envs": "--num-envs",
+    "device": "--device",
+    "vectorization_mode": "the learner (the batched twin where there is one)",
+    "vector_kwargs": "the learner",
+    "wrappers": "the learner",
+}
+
 
 class EnvError(RuntimeError):
     """An environment failed while the run stepped or reset it; the message is one line."""
@@ -317,12 +326,15 @@ def make_vector_env(
 
     ``previous_action_reward`` adds the `envs.wrappers.PREVIOUS_KEYS` observations (see
     `TorchVectorEnv`). ``env_kwargs`` go to the env's constructor, over the registered ones (as
-    in ``gym.make(id, **kwargs)``); one it does not take, or a value it refuses, is a one-line
-    `ConfigError`.
+    in ``gym.make(id, **kwargs)``); one it does not take, a value it refuses, or one the learner
+    sets itself (`RESERVED_ENV_KWARGS`) is a one-line `ConfigError`.
     """
     spec = resolve_spec(env_id)
     if not env_kwargs:
         return _make_vector_env(spec, env_id, num_envs, device, previous_action_reward, {})
+    for key in env_kwargs.keys() & RESERVED_ENV_KWARGS.keys():
+        owner = RESERVED_ENV_KWARGS[key]
+        raise ConfigError(f"env keyword argument {key!r} is not allowed: it is set by {owner}")
     try:
         return _make_vector_env(spec, env_id, num_envs, device, previous_action_reward, env_kwargs)
     except (TypeError, ValueError, gym.error.Error) as error:

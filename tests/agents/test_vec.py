@@ -188,3 +188,9 @@ def test_a_twin_registered_as_a_class_is_used():
         env.close()
     finally:
         del gym.registry[env_id]
+
+
+@pytest.mark.parametrize(("key", "owner"), [("num_envs", "--num-envs"), ("device", "--device")])
+def test_env_kwargs_the_learner_sets_are_refused_by_name(key, owner):
+    with pytest.raises(ConfigError, match=f"'{key}' is not allowed: it is set by {owner}"):
+        make_vector_env("Lethe/Corridor-S-v0", 1, CPU, env_kwargs={key: 2})
