@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import warnings
 from typing import Any, NoReturn
@@ -26,6 +25,7 @@ from agents.config import (
     ConfigError,
     MemoryConfig,
     TrainConfig,
+    env_label,
     json_object,
 )
 
@@ -153,19 +153,15 @@ def main(argv: list[str] | None = None) -> int:
 def print_summary(summary: dict[str, Any]) -> None:
     """The final table on the terminal."""
     ev = summary["eval"]
-
-    def with_kwargs(env_id: str, kwargs: dict[str, Any] | None) -> str:
-        return f"{env_id} {json.dumps(kwargs)}" if kwargs else env_id
-
     rows = [
-        ("env", with_kwargs(summary["env_id"], summary.get("env_kwargs"))),
+        ("env", env_label(summary["env_id"], summary.get("env_kwargs"))),
         ("algo / memory", f"{summary['algo']} / {summary['memory']}"),
         ("env steps", f"{summary['total_env_steps']:,}"),
         ("wall time", f"{summary['wall_seconds']:.1f} s"),
         ("env steps / s", f"{summary['env_steps_per_second']:,.0f}"),
         (
             "eval env",
-            with_kwargs(
+            env_label(
                 summary.get("eval_env_id", summary["env_id"]), summary.get("eval_env_kwargs")
             ),
         ),

@@ -15,7 +15,6 @@ unknown env) is answered in one line with exit status 2, like the rest of the CL
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from agents.config import DEVICES, ConfigError, TrainConfig, json_object
+from agents.config import DEVICES, ConfigError, TrainConfig, env_label, json_object
 from agents.evaluate import eval_env_id, eval_env_kwargs
 from agents.policy import ActorCritic
 from agents.retention import (
@@ -109,10 +108,10 @@ def load_policy(
     env_id: str | None,
     checkpoint: str = "last",
     env_kwargs: dict[str, Any] | None = None,
-) -> tuple[ActorCritic, TrainConfig, dict[str, Any], str, torch.device]:
-    """(policy on device, config, checkpoint payload, env id, device) of a run directory;
-    ``checkpoint``: ``"last"`` (``checkpoint.pt``) or ``"best"`` (``best.pt``). The env is
-    built with `played_env_kwargs` (``env_kwargs``: ``--env-kwargs``).
+) -> tuple[ActorCritic, TrainConfig, dict[str, Any], str, dict[str, Any], torch.device]:
+    """(policy on device, config, checkpoint payload, env id, env kwargs, device) of a run
+    directory; ``checkpoint``: ``"last"`` (``checkpoint.pt``) or ``"best"`` (``best.pt``); the
+    env kwargs are `played_env_kwargs` (``env_kwargs``: ``--env-kwargs``).
 
     Raises `ConfigError` (one line) for a missing / corrupt run directory, a core without
     per-observation memory, an unknown env or a checkpoint that does not fit the env."""
@@ -135,13 +134,8 @@ def load_policy(
         )
     device = resolve_device(device_name)
     env_id = env_id or eval_env_id(config)
-    env = make_vector_env(
-        env_id,
-        1,
-        device,
-        config.memory.previous_action_reward,
-        played_env_kwargs(config, env_id, env_kwargs),
-    )
+    env_kwargs = played_env_kwargs(config, env_id, env_kwargs)
+    env = make_vector_env(env_id, 1, device, config.memory.previous_action_reward, env_kwargs)
     try:
         policy = ActorCritic(env.obs_spaces, int(env.single_action_space.n), config.memory)
     finally:
@@ -154,7 +148,7 @@ def load_policy(
             f"{run_dir}: the checkpoint does not fit env {env_id} ({first})"
         ) from None
     policy.to(device).eval()
-    return policy, config, payload, env_id, device
+    return policy, config, payload, env_id, env_kwargs, device
 
 
 def report(records: Sequence[EpisodeRetention], header: Sequence[str], top: int = TOP_KEPT) -> str:
@@ -224,13 +218,12 @@ def analyze(
         raise ConfigError(f"--episodes must be a positive integer, got {episodes}")
     if max_steps < 1:
         raise ConfigError(f"--max-steps must be a positive integer, got {max_steps}")
-    policy, config, payload, env_id, torch_device = load_policy(
+    policy, config, payload, env_id, env_kwargs, torch_device = load_policy(
         run_dir, device, env_id, checkpoint, env_kwargs
     )
     first_seed = config.seed + SEED_OFFSET if seed is None else seed
     out_dir = run_dir / "analysis"
     records = []
-    env_kwargs = played_env_kwargs(config, env_id, env_kwargs)
     for episode in range(episodes):
         record = track_episode(
             policy, env_id, torch_device, first_seed + episode, max_steps, env_kwargs
@@ -241,10 +234,8 @@ def analyze(
         write_retention_files(record, out_dir, f"episode{episode}", title)
     header = [
         f"Retention analysis of {run_dir}",
-        f"memory {config.memory.kind}, env {env_id}"
-        + (f" {json.dumps(env_kwargs)}" if env_kwargs else "")
-        + f", {checkpoint} checkpoint, at step "
-        f"{payload['global_step']:,} (iteration {payload['iteration']})",
+        f"memory {config.memory.kind}, env {env_label(env_id, env_kwargs)}, {checkpoint} "
+        f"checkpoint, at step {payload['global_step']:,} (iteration {payload['iteration']})",
     ]
     text = report(records, header)
     (out_dir / "report.txt").write_text(text)

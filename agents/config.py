@@ -8,6 +8,7 @@ option there, documented by its ``help`` metadata. `validate` checks every value
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -29,9 +30,12 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 
 def _json(default: Any, help: str, shown: str) -> Any:
-    """A field given on the command line as a JSON object (``shown``: its default in --help)."""
-    factory = dict if default == {} else (lambda: default)
-    return field(default_factory=factory, metadata={"help": help, "json": True, "shown": shown})
+    """A field given on the command line as a JSON object (``shown``: its default in --help);
+    each config gets its own copy of ``default``."""
+    return field(
+        default_factory=lambda: copy.deepcopy(default),
+        metadata={"help": help, "json": True, "shown": shown},
+    )
 
 
 @dataclass
@@ -201,6 +205,12 @@ def json_object(text: str) -> dict[str, Any]:
             "'{\"slack_steps\": 100}'"
         )
     return value
+
+
+def env_label(env_id: str, env_kwargs: dict[str, Any] | None) -> str:
+    """An env id with its keyword arguments, as tables and reports show it:
+    ``Lethe/Corridor-S-v0 {"slack_steps": 3}`` (the id alone without any)."""
+    return f"{env_id} {json.dumps(env_kwargs)}" if env_kwargs else env_id
 
 
 def _require(ok: bool, message: str) -> None:

@@ -337,9 +337,9 @@ def make_vector_env(
         raise ConfigError(f"env keyword argument {key!r} is not allowed: it is set by {owner}")
     try:
         return _make_vector_env(spec, env_id, num_envs, device, previous_action_reward, env_kwargs)
+    except ConfigError:
+        raise  # already one line, naming what is wrong
     except (TypeError, ValueError, gym.error.Error) as error:
-        if isinstance(error, ConfigError):
-            raise
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(
             f"env {env_id} refused the keyword arguments {json.dumps(env_kwargs)}: {reason}"

@@ -376,7 +376,7 @@ def format_table(results: list[dict[str, Any]], metric: str) -> str:
 
 
 def main() -> None:
-    from agents.config import json_object
+    from agents.config import env_label, json_object
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="corridor-s")
@@ -459,7 +459,7 @@ def main() -> None:
             results.append(row)
             print(json.dumps(row), flush=True)
 
-    env_text = task.env + (f" {json.dumps(args.env_kwargs)}" if args.env_kwargs else "")
+    env_text = env_label(task.env, args.env_kwargs)
     print(f"\n{env_text}: env steps to {target_text} ({args.window_episodes}-episode window)\n")
     print(format_table(results, task.metric))
     if args.out:
