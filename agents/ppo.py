@@ -21,11 +21,14 @@ def ppo_update(
     early stop reads the KL averaged over the ranks, so they all stop at the same epoch.
     """
     num_envs = rollout.num_envs
+    # Exactly `num_minibatches` parts of sizes differing by at most one env (`chunk` would
+    # give fewer: 10 envs in 8 chunks of 2 is 5), one env each when there are fewer envs.
+    minibatches = min(config.num_minibatches, num_envs)
     stats: dict[str, list[float]] = {}
     skipped = 0
     for _epoch in range(config.update_epochs):
         permutation = torch.randperm(num_envs, device=rollout.actions.device)
-        for env_idx in permutation.chunk(config.num_minibatches):
+        for env_idx in permutation.tensor_split(minibatches):
             mask = rollout.valid[:, env_idx]  # [T, n]
             new = evaluate_rollout(policy, rollout, env_idx)
             old_logprobs = rollout.logprobs[:, env_idx]

@@ -59,3 +59,20 @@ def test_first_epoch_ratio_is_one(kind, previous_action_reward):
     assert abs(stats["losses/approx_kl"]) < 1e-6
     assert stats["losses/clip_fraction"] == 0.0
     env.close()
+
+
+@pytest.mark.parametrize(("num_minibatches", "per_epoch"), [(4, 4), (8, 8), (3, 3), (16, 10)])
+def test_each_epoch_runs_the_asked_number_of_minibatches(num_minibatches, per_epoch):
+    """10 envs in 4 or 8 minibatches is 4 or 8 (``torch.chunk`` gave 4 and 5: parts of
+    ceil(10 / n) envs); more minibatches than envs is one env each."""
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    env = make_vector_env("Lethe/Corridor-S-v0", 10, device)
+    policy = ActorCritic(env.obs_spaces, 3, small_memory("gru"))
+    rollout, _ = RolloutCollector(env, policy, num_steps=8, device=device, seed=1).collect(
+        0.99, 0.95
+    )
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-4)
+    config = AlgoConfig(update_epochs=2, num_minibatches=num_minibatches)
+    assert ppo_update(policy, optimizer, rollout, config)["losses/updates"] == 2 * per_epoch
+    env.close()
