@@ -164,19 +164,22 @@ def report(records: Sequence[EpisodeRetention], header: Sequence[str], top: int 
         stats = by_event[f"layer{layer}"]
         lines.append("")
         lines.append(f"Layer {layer}")
-        lines.append("  mean predicted span of the observations, by the event of their step:")
+        lines.append("  mean predicted span of the stored observations (n), by their step's event")
+        lines.append("  (never stored: dropped on arrival by the capacity, or a span < 1 step):")
         other = stats.get("none", math.nan)
         kinds = sorted(
-            (k for k in stats if not k.startswith("count/")),
+            (k for k in stats if "/" not in k),
             key=lambda k: (k != "none", k),
         )
         for kind in kinds:
             mean, count = stats[kind], int(stats[f"count/{kind}"])
+            dropped = int(stats[f"dropped/{kind}"])
             ratio = ""
             if kind != "none" and math.isfinite(other) and other > 0 and math.isfinite(mean):
                 ratio = f"  ({mean / other:.2f}x steps without an event)"
             shown = "inf" if math.isinf(mean) else f"{mean:9.1f}"
-            lines.append(f"    {kind:<17} n={count:<6} span {shown}{ratio}")
+            never = f" ({dropped} never stored)" if dropped else ""
+            lines.append(f"    {kind:<17} n={count:<6} span {shown}{ratio}{never}")
         lines.append("  kept longest (steps in memory after its own step):")
         rows = []
         for episode, record in enumerate(records):

@@ -256,7 +256,9 @@ def span_by_event(records: Sequence[EpisodeRetention]) -> dict[str, dict[str, fl
 
     Returns ``{"layer0": {"none": mean, "cue_visible": mean, ...}, ...}``: every event kind
     that occurs, ``none`` being the steps without an event; also ``count/<kind>`` (how many
-    stored observations each mean is over). Observations never stored (NaN span) are left out.
+    stored observations each mean is over) and ``dropped/<kind>`` (how many were never stored,
+    NaN span: the capacity dropped them on arrival, or their span was under one step). The
+    means leave the dropped ones out.
     """
     result: dict[str, dict[str, float]] = {}
     if not records:
@@ -266,10 +268,12 @@ def span_by_event(records: Sequence[EpisodeRetention]) -> dict[str, dict[str, fl
         events = np.concatenate([r.events for r in records])  # [sum T]
         stats: dict[str, float] = {}
         for code in np.unique(events):
-            chosen = spans[(events == code) & ~np.isnan(spans)]
+            of_kind = events == code
+            chosen = spans[of_kind & ~np.isnan(spans)]
             name = EVENT_NAMES.get(int(code), f"event_{int(code)}")
             stats[name] = float(chosen.mean()) if chosen.size else math.nan
             stats[f"count/{name}"] = float(chosen.size)
+            stats[f"dropped/{name}"] = float(of_kind.sum() - chosen.size)
         result[f"layer{layer}"] = stats
     return result
 

@@ -169,6 +169,9 @@ def test_span_by_event_separates_event_kinds() -> None:
     stats = span_by_event([record, record])["layer0"]
     assert stats["cue_visible"] == 30.0 and stats["none"] == 11.0
     assert stats["count/none"] == 4.0 and math.isnan(stats["correct_arm"])
+    # The arm observation was never stored: counted as dropped, not in the mean or n.
+    assert stats["count/correct_arm"] == 0.0 and stats["dropped/correct_arm"] == 2.0
+    assert stats["dropped/none"] == 0.0
 
 
 def test_snapshot_writes_pngs_and_npz(tmp_path: Path) -> None:
