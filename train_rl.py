@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint"
     )
     control.add_argument(
+        "--fork",
+        metavar="RUN_DIR",
+        help="start a new run from RUN_DIR's last checkpoint (its policy, optimiser state, "
+        "step count and curriculum level) with the options given here changed, e.g. "
+        "--learning-rate or --gae-lambda; fresh envs, its own --run-dir (default "
+        "RUN_DIR-from<iteration>), metrics and W&B run. RUN_DIR is left as it is",
+    )
+    control.add_argument(
         "--overwrite", action="store_true", help="start over in an existing --run-dir"
     )
     control.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -96,7 +104,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, A
     config = TrainConfig()
     overrides: dict[str, Any] = {}
     for dest, value in vars(args).items():
-        if dest in ("resume", "overwrite", "no_progress"):
+        if dest in ("resume", "fork", "overwrite", "no_progress"):
             continue
         if "." in dest:
             section, name = dest.split(".")
@@ -136,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=getattr(args, "overwrite", False),
             overrides=overrides,
             progress=not getattr(args, "no_progress", False),
+            fork=getattr(args, "fork", None),
         )
     except ConfigError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

@@ -38,29 +38,31 @@ def save_checkpoint(run_dir: Path, payload: dict[str, Any], name: str = CHECKPOI
     return path
 
 
-def load_checkpoint(run_dir: Path, name: str = CHECKPOINT_NAME) -> dict[str, Any]:
+def load_checkpoint(
+    run_dir: Path, name: str = CHECKPOINT_NAME, flag: str = "--resume"
+) -> dict[str, Any]:
     """Read ``run_dir/name``, or raise `ConfigError` saying why it cannot be used.
 
     ``checkpoint.pt`` (the default) must hold what `--resume` needs; ``best.pt`` the policy,
-    its config and when it was taken.
+    its config and when it was taken. ``flag``: the option the errors name (``--fork``).
     """
     path = Path(run_dir) / name
     if not Path(run_dir).is_dir():
-        raise ConfigError(f"--resume {run_dir}: no such run directory")
+        raise ConfigError(f"{flag} {run_dir}: no such run directory")
     if not path.is_file():
         if name == BEST_NAME:
             raise ConfigError(
-                f"--resume {run_dir}: no {name} in it (it is written by runs with --eval-every)"
+                f"{flag} {run_dir}: no {name} in it (it is written by runs with --eval-every)"
             )
-        raise ConfigError(f"--resume {run_dir}: no {name} in it (nothing to resume)")
+        raise ConfigError(f"{flag} {run_dir}: no {name} in it (nothing to resume)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:
         raise ConfigError(
-            f"--resume {run_dir}: {name} is corrupt or truncated ({type(error).__name__})"
+            f"{flag} {run_dir}: {name} is corrupt or truncated ({type(error).__name__})"
         ) from None
     required = {"config", "iteration", "global_step", "policy"}
     required.add("optimizer" if name == CHECKPOINT_NAME else "score")
     if not isinstance(payload, dict) or not required <= payload.keys():
-        raise ConfigError(f"--resume {run_dir}: {name} is not a Lethe checkpoint")
+        raise ConfigError(f"{flag} {run_dir}: {name} is not a Lethe checkpoint")
     return payload

@@ -169,36 +169,73 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def _read_checkpoint(
+    run_dir: Path, flag: str, world_size: int
+) -> tuple[dict[str, Any], TrainConfig]:
+    """The checkpoint of ``run_dir`` and its config, or a one-line `ConfigError` naming
+    ``flag``. A checkpoint goes on with the number of processes (`world_size`) that wrote it:
+    each rank's envs, curriculum and RNG stream are its own."""
+    checkpoint = load_checkpoint(run_dir, flag=flag)
+    saved_world_size = checkpoint.get("world_size", 1)
+    if saved_world_size != world_size:
+        raise ConfigError(
+            f"{flag} {run_dir}: the checkpoint was written by {saved_world_size} "
+            f"process(es), not {world_size}; allowed: the same number "
+            f"(torchrun --nproc_per_node ... x --nnodes ... = {saved_world_size})"
+        )
+    try:
+        saved = TrainConfig.from_dict(checkpoint["config"])
+    except TypeError as error:
+        raise ConfigError(
+            f"{flag} {run_dir}: checkpoint config is not readable ({error})"
+        ) from None
+    return checkpoint, saved
+
+
 def prepare_run(
     config: TrainConfig,
     resume: bool,
     overwrite: bool,
     overrides: dict[str, Any] | None = None,
     world_size: int = 1,
+    fork: str | Path | None = None,
 ) -> tuple[TrainConfig, Path, dict[str, Any] | None]:
     """Check everything that can be checked before the run directory is touched.
 
-    Returns the config to run (the saved one, with `overrides`, when resuming), the run
-    directory and the checkpoint to resume from. A checkpoint resumes with the number of
-    processes (`world_size`) that wrote it: each rank's envs and RNG stream are its own.
+    Returns the config to run, the run directory and the checkpoint to start from. When
+    resuming, the config is the saved one with the `overrides` it allows. For a ``fork`` (the
+    run directory of another run), it is that run's saved config with every override applied,
+    and the new run gets a directory of its own: ``config.run_dir`` if given, else
+    ``FORK-from<iteration>`` beside it; whether its policy fits the new options is checked
+    when the policy is built (`_train`).
     """
     checkpoint = None
-    if resume:
-        run_dir = Path(config.run_dir)
-        checkpoint = load_checkpoint(run_dir)
-        saved_world_size = checkpoint.get("world_size", 1)
-        if saved_world_size != world_size:
+    if fork is not None:
+        if resume:
+            raise ConfigError("--fork and --resume: give one (--resume continues a run in place)")
+        source = Path(fork)
+        checkpoint, saved = _read_checkpoint(source, "--fork", world_size)
+        saved.run_dir = str(source.parent / f"{source.name}-from{checkpoint['iteration']}")
+        for key, value in (overrides or {}).items():
+            if key in ("memory", "algo"):
+                for sub_key, sub_value in value.items():
+                    setattr(getattr(saved, key), sub_key, sub_value)
+            else:
+                setattr(saved, key, value)
+        if Path(saved.run_dir).resolve() == source.resolve():
             raise ConfigError(
-                f"--resume {run_dir}: the checkpoint was written by {saved_world_size} "
-                f"process(es), not {world_size}; allowed: resume with the same number "
-                f"(torchrun --nproc_per_node ... x --nnodes ... = {saved_world_size})"
+                f"--fork {source}: the new run needs its own --run-dir, not {source} "
+                f"(--resume {source} continues that run in place)"
             )
-        try:
-            saved = TrainConfig.from_dict(checkpoint["config"])
-        except TypeError as error:
-            raise ConfigError(
-                f"--resume {run_dir}: checkpoint config is not readable ({error})"
-            ) from None
+        checkpoint["forked_from"] = {
+            "run_dir": str(source),
+            "iteration": checkpoint["iteration"],
+            "global_step": checkpoint["global_step"],
+        }
+        config = saved
+    elif resume:
+        run_dir = Path(config.run_dir)
+        checkpoint, saved = _read_checkpoint(run_dir, "--resume", world_size)
         for key, value in (overrides or {}).items():
             if key in ("memory", "algo"):
                 for sub_key, sub_value in value.items():
@@ -237,8 +274,15 @@ def train(
     overwrite: bool = False,
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
+    fork: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train, checkpoint and evaluate; returns the summary also written to ``summary.json``.
+
+    ``resume``: continue the run in ``config.run_dir`` (the saved config, with the
+    `overrides` that `RESUMABLE_OVERRIDES` allows). ``fork``: start a new run from the last
+    checkpoint of the run directory ``fork`` (its policy, optimiser state, step count and
+    curriculum level; fresh envs, metrics and W&B run), with its saved config changed by
+    every override (see `prepare_run`).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this and trains on its own
     envs, with the gradients averaged over the processes (see `agents.distributed`). Rank 0
@@ -250,7 +294,7 @@ def train(
     with distributed_session(config.dist_timeout) as ctx:
         try:
             config, run_dir, checkpoint = ctx.run_on_main(
-                lambda: prepare_run(config, resume, overwrite, overrides, ctx.world_size)
+                lambda: prepare_run(config, resume, overwrite, overrides, ctx.world_size, fork)
             )
             if ctx.is_main:  # pointed at the caller of `train`, once per run
                 for message in advisories(config):
@@ -299,7 +343,17 @@ def _train(
         optimizer = torch.optim.Adam(policy.parameters(), lr=algo.learning_rate, eps=1e-5)
         iteration, global_step, wall_before, run_id = 0, 0, 0.0, None
         best = None
-        if checkpoint is not None:
+        forked_from = None if checkpoint is None else checkpoint.get("forked_from")
+        if forked_from is not None:
+            _load_fork(policy, optimizer, checkpoint, forked_from["run_dir"], algo.learning_rate)
+            iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
+            levels = checkpoint.get("curriculum_levels")
+            if levels is not None and checkpoint["config"]["env"] == config.env:
+                env.curriculum_level = levels[ctx.rank]
+            seed_everything(ctx.seed(config.seed + 1_000_003 * iteration))
+            if ctx.is_main and run_dir.exists():
+                shutil.rmtree(run_dir)  # --overwrite, checked in prepare_run
+        elif checkpoint is not None:
             policy.load_state_dict(checkpoint["policy"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
@@ -335,7 +389,7 @@ def _train(
                 config.wandb,
                 config.wandb_project,
                 run_id,
-                resume_iteration=iteration if checkpoint is not None else None,
+                resume_iteration=iteration if checkpoint is not None and not forked_from else None,
             )
             if ctx.is_main
             else None
@@ -355,6 +409,7 @@ def _train(
                 progress,
                 ctx,
                 best,
+                forked_from,
             )
         finally:
             if logger is not None:
@@ -362,6 +417,31 @@ def _train(
     finally:
         env.close()
     return summary
+
+
+def _load_fork(
+    policy: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    checkpoint: dict[str, Any],
+    source: str,
+    learning_rate: float,
+) -> None:
+    """Load another run's policy and optimiser state (its Adam moments; the learning rate is
+    this run's), or say in one line why they do not fit this run's options (a memory or env
+    that changes the parameters' shapes)."""
+    try:
+        policy.load_state_dict(checkpoint["policy"])
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
+        raise ConfigError(
+            f"--fork {source}: its policy does not fit this run's options ({detail}); "
+            "allowed: options that keep the network's shapes (--algo options, the span "
+            "options, --capacity, --total-steps, ...)"
+        ) from None
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
 
 
 def _checkpoint_payload(
@@ -444,9 +524,10 @@ def _loop(
     progress: bool,
     ctx: DistContext = SINGLE_PROCESS,
     best: dict[str, Any] | None = None,
+    forked_from: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Iterate collect -> update -> (evaluate) -> log -> checkpoint, then evaluate and write
-    the summary.
+    the summary (with ``forked_from``: the run, iteration and step a fork started from).
 
     `model` is the `ActorCritic` or, under torchrun, its DDP wrapper (the update goes through
     it); `logger` is None on every rank but 0. Steps count the envs of all ranks. `best`:
@@ -635,6 +716,8 @@ def _loop(
     }
     if best_summary is not None:
         summary["best"] = best_summary
+    if forked_from is not None:
+        summary["forked_from"] = forked_from
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if logger is not None:
         logger.summary(summary)

@@ -127,6 +127,58 @@ def test_smoke_run_then_resume_continues(tmp_path, capsys):
     assert_one_line_error(status, err, "CartPole-v1", "Acrobot-v1")
 
 
+def test_fork_starts_a_new_run_from_a_checkpoint_with_changed_options(tmp_path, capsys):
+    from agents.checkpoint import load_checkpoint, save_checkpoint
+
+    source = tmp_path / "source"
+    args = ["--env", "Lethe/Corridor-L100-Curriculum-v0", *TINY, "--checkpoint-every", "1"]
+    assert train_rl.main([*args, "--total-steps", "128", "--run-dir", str(source)]) == 0
+    checkpoint = load_checkpoint(source)
+    checkpoint["curriculum_levels"] = [44.0]  # as if the source had climbed
+    save_checkpoint(source, checkpoint)
+    before = (source / CHECKPOINT_NAME).read_bytes()
+    capsys.readouterr()
+
+    # Any option may change; the step count, curriculum and policy go on from the source.
+    fork = ["--fork", str(source), "--total-steps", "256", "--gae-lambda", "0.9"]
+    assert train_rl.main([*fork, "--learning-rate", "1e-4", "--no-anneal-lr"]) == 0
+    forked = tmp_path / "source-from2"  # the default name: the source's and its iteration
+    summary = json.loads((forked / "summary.json").read_text())
+    assert summary["total_env_steps"] == 256
+    assert summary["forked_from"] == {"run_dir": str(source), "iteration": 2, "global_step": 128}
+    config = json.loads((forked / "config.json").read_text())
+    assert config["algo"]["gae_lambda"] == 0.9 and config["run_dir"] == str(forked)
+    assert config["env"] == "Lethe/Corridor-L100-Curriculum-v0"  # kept from the source
+    rows = [json.loads(x) for x in (forked / "metrics.jsonl").open()]
+    assert [row["iteration"] for row in rows] == [3, 4]  # a metrics file of its own
+    assert [row["charts/learning_rate"] for row in rows] == [1e-4, 1e-4]  # this run's rate
+    assert rows[-1]["charts/curriculum_level"] == 44.0
+    assert (source / CHECKPOINT_NAME).read_bytes() == before  # the source is left alone
+    assert not (source / "source-from2").exists()
+
+    # The forked policy starts from the source's parameters: with a vanishing learning rate
+    # they stay equal to the source's.
+    still = tmp_path / "still"
+    tiny_rate = ["--fork", str(source), "--total-steps", "192", "--learning-rate", "1e-30"]
+    assert train_rl.main([*tiny_rate, "--run-dir", str(still)]) == 0
+    kept = load_checkpoint(still)["policy"]
+    for name, tensor in load_checkpoint(source)["policy"].items():
+        torch.testing.assert_close(kept[name], tensor, msg=name)
+
+    # Refused in one line: a network of other shapes, the source itself, both flags.
+    status, err = run_cli([*fork, "--width", "24", "--run-dir", str(tmp_path / "w")], capsys)
+    assert_one_line_error(status, err, "--fork", "does not fit", "size mismatch")
+    assert not (tmp_path / "w").exists()
+    status, err = run_cli([*fork, "--run-dir", str(source)], capsys)
+    assert_one_line_error(status, err, "its own --run-dir")
+    status, err = run_cli([*fork, "--resume", str(source)], capsys)
+    assert_one_line_error(status, err, "--fork and --resume")
+    status, err = run_cli(["--fork", str(tmp_path / "nothing")], capsys)
+    assert_one_line_error(status, err, "--fork", "no such run directory")
+    status, err = run_cli(fork, capsys)  # the default name is taken by the first fork
+    assert_one_line_error(status, err, "already exists")
+
+
 def test_curriculum_level_is_logged_kept_on_resume_and_eval_env_used(tmp_path, capsys):
     from agents.checkpoint import load_checkpoint, save_checkpoint
 
