@@ -156,6 +156,9 @@ def test_resume_with_another_number_of_processes_is_refused(tmp_path: Path, caps
     train(config, progress=False)
     with pytest.raises(ValueError, match="written by 1 process"):
         prepare_run(TrainConfig(run_dir=config.run_dir), True, False, {}, world_size=2)
+    # A fork goes on with each rank's envs and curriculum too: the same number is needed.
+    with pytest.raises(ValueError, match="--fork .* written by 1 process"):
+        prepare_run(TrainConfig(), False, False, {}, world_size=2, fork=config.run_dir)
 
 
 # --- 2. after a distributed run, every rank holds the same parameters -------------------------
