@@ -54,7 +54,7 @@ def load_checkpoint(
             raise ConfigError(
                 f"{flag} {run_dir}: no {name} in it (it is written by runs with --eval-every)"
             )
-        raise ConfigError(f"{flag} {run_dir}: no {name} in it (nothing to resume)")
+        raise ConfigError(f"{flag} {run_dir}: no {name} in it (nothing to start from)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:

@@ -436,8 +436,8 @@ def _load_fork(
         detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
         raise ConfigError(
             f"--fork {source}: its policy does not fit this run's options ({detail}); "
-            "allowed: options that keep the network's shapes (--algo options, the span "
-            "options, --capacity, --total-steps, ...)"
+            "allowed: options that keep the network's shapes, such as the update rule's "
+            "(--learning-rate, --gae-lambda, ...), the span options, --capacity, --total-steps"
         ) from None
     optimizer.load_state_dict(checkpoint["optimizer"])
     for group in optimizer.param_groups:
