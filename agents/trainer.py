@@ -49,6 +49,10 @@ from agents.vec import TorchVectorEnv, make_vector_env
 
 UPDATES: dict[str, Callable[..., dict[str, float]]] = {"ppo": ppo_update, "a2c": a2c_update}
 
+#: seeds of a run's envs (and of a fork's RNG) step this far apart per iteration, so that a
+#: resumed or forked run does not replay the episodes it started with
+ITERATION_SEED_STRIDE = 1_000_003
+
 #: this many updates in a row skipped for a non-finite loss or gradient stop the run
 MAX_SKIPPED_IN_A_ROW = 5
 
@@ -344,28 +348,30 @@ def _train(
         iteration, global_step, wall_before, run_id = 0, 0, 0.0, None
         best = None
         forked_from = None if checkpoint is None else checkpoint.get("forked_from")
-        if forked_from is not None:
-            _load_fork(policy, optimizer, checkpoint, forked_from["run_dir"], algo.learning_rate)
+        resuming = checkpoint is not None and forked_from is None
+        if checkpoint is not None:
+            if forked_from is None:
+                policy.load_state_dict(checkpoint["policy"])
+                optimizer.load_state_dict(checkpoint["optimizer"])
+            else:
+                _load_fork(
+                    policy, optimizer, checkpoint, forked_from["run_dir"], algo.learning_rate
+                )
             iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
             levels = checkpoint.get("curriculum_levels")
+            # Fresh envs, but the curriculum goes on where it was (a fork to another env
+            # starts that env's own).
             if levels is not None and checkpoint["config"]["env"] == config.env:
                 env.curriculum_level = levels[ctx.rank]
-            seed_everything(ctx.seed(config.seed + 1_000_003 * iteration))
-            if ctx.is_main and run_dir.exists():
-                shutil.rmtree(run_dir)  # --overwrite, checked in prepare_run
-        elif checkpoint is not None:
-            policy.load_state_dict(checkpoint["policy"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
+        if resuming:  # the same run goes on: its wall time, W&B run, RNG and best policy
             wall_before = checkpoint.get("wall_seconds", 0.0)
             run_id = checkpoint.get("wandb_run_id")
-            levels = checkpoint.get("curriculum_levels")
-            if levels is not None:  # fresh envs, but the curriculum goes on where it was
-                env.curriculum_level = levels[ctx.rank]
             _set_rng_state(checkpoint.get("rng_ranks", [checkpoint["rng"]])[ctx.rank])
             best = _best_so_far(run_dir) if ctx.is_main else None  # rank 0 alone evaluates
-        else:
-            if ctx.enabled:
+        else:  # a new run, fresh or forked
+            if forked_from is not None:  # seeded apart from the source's first iterations
+                seed_everything(ctx.seed(config.seed + ITERATION_SEED_STRIDE * iteration))
+            elif ctx.enabled:
                 seed_everything(ctx.seed(config.seed))  # each rank samples its own actions
             if ctx.is_main and run_dir.exists():
                 shutil.rmtree(run_dir)  # --overwrite, checked in prepare_run
@@ -380,7 +386,7 @@ def _train(
             policy,
             algo.rollout_steps,
             device,
-            seed=ctx.seed(config.seed + 1_000_003 * iteration),
+            seed=ctx.seed(config.seed + ITERATION_SEED_STRIDE * iteration),
         )
         logger = (
             RunLogger(
@@ -389,7 +395,7 @@ def _train(
                 config.wandb,
                 config.wandb_project,
                 run_id,
-                resume_iteration=iteration if checkpoint is not None and not forked_from else None,
+                resume_iteration=iteration if resuming else None,
             )
             if ctx.is_main
             else None
