@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from agents.config import (
     ALGOS,
+    CRITICS,
     DEVICES,
     MEMORY_KINDS,
     WANDB_MODES,
@@ -29,7 +30,13 @@ from agents.config import (
     json_object,
 )
 
-CHOICES = {"kind": MEMORY_KINDS, "algo": ALGOS, "device": DEVICES, "wandb": WANDB_MODES}
+CHOICES = {
+    "kind": MEMORY_KINDS,
+    "algo": ALGOS,
+    "device": DEVICES,
+    "wandb": WANDB_MODES,
+    "critic": CRITICS,
+}
 SECTIONS = (
     ("run", None, TrainConfig),
     ("memory core", "memory", MemoryConfig),

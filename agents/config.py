@@ -18,6 +18,7 @@ from typing import Any
 ALGOS = ("ppo", "a2c")
 MEMORY_KINDS = ("expire-span", "window", "full", "gru", "lstm", "none")
 DEVICES = ("auto", "cpu", "cuda")
+CRITICS = ("shared", "separate")
 WANDB_MODES = ("auto", "offline", "online", "disabled")
 
 
@@ -89,6 +90,13 @@ class MemoryConfig:
     )
     window: int = _f(32, "window: steps each layer attends to")
     max_memory: int = _f(1024, "full: most memories kept (the whole episode up to this)")
+    critic: str = _f(
+        "shared",
+        "shared: the value head reads the policy's encoder and memory; separate: the value "
+        "head has its own encoder and memory of the same kind and options (twice the memory "
+        "compute; as sb3-contrib's RecurrentPPO, whose critic has its own LSTM), so the value "
+        "loss and the policy loss never move each other's features",
+    )
 
 
 @dataclass
@@ -243,6 +251,9 @@ def validate(config: TrainConfig) -> None:
     _require(algo.algo in ALGOS, f"unknown algo {algo.algo!r}; allowed: {', '.join(ALGOS)}")
     _require(
         mem.kind in MEMORY_KINDS, f"unknown memory {mem.kind!r}; allowed: {', '.join(MEMORY_KINDS)}"
+    )
+    _require(
+        mem.critic in CRITICS, f"unknown critic {mem.critic!r}; allowed: {', '.join(CRITICS)}"
     )
     _require(
         config.device in DEVICES, f"unknown device {config.device!r}; allowed: {', '.join(DEVICES)}"

@@ -140,7 +140,12 @@ def memory_options(config: MemoryConfig) -> dict[str, Any]:
 
 
 class ActorCritic(nn.Module):
-    """Encoder, memory core (or none) and the two heads."""
+    """Encoder, memory core (or none) and the two heads.
+
+    With ``config.critic == "separate"`` the critic has its own encoder and memory core (same
+    kind and options): the state is then the pair ``(policy's, critic's)``, and
+    `policy_state` picks the policy's out of it (what retention logging reads).
+    """
 
     def __init__(
         self, obs_spaces: dict[str, spaces.Space], num_actions: int, config: MemoryConfig
@@ -148,12 +153,16 @@ class ActorCritic(nn.Module):
         super().__init__()
         from memory import make_memory
 
-        self.encoder = ObservationEncoder(obs_spaces, config.width)
-        self.memory = (
-            None
-            if config.kind == "none"
-            else make_memory(config.kind, config.width, **memory_options(config))
-        )
+        def trunk() -> tuple[nn.Module, nn.Module | None]:
+            encoder = ObservationEncoder(obs_spaces, config.width)
+            if config.kind == "none":
+                return encoder, None
+            return encoder, make_memory(config.kind, config.width, **memory_options(config))
+
+        self.encoder, self.memory = trunk()
+        self.separate_critic = config.critic == "separate"
+        if self.separate_critic:
+            self.critic_encoder, self.critic_memory = trunk()
         features = config.width if self.memory is None else self.memory.output_dim
         self.actor = nn.Linear(features, num_actions)
         self.critic = nn.Linear(features, 1)
@@ -173,28 +182,55 @@ class ActorCritic(nn.Module):
         """The memory state of `batch_size` fresh envs (``()`` without a memory core)."""
         if self.memory is None:
             return ()
-        return self.memory.initial_state(batch_size, device)
+        state = self.memory.initial_state(batch_size, device)
+        if self.separate_critic:
+            return state, self.critic_memory.initial_state(batch_size, device)
+        return state
+
+    def policy_state(self, state: Any) -> Any:
+        """The policy's memory state out of `step`'s state (the critic's left out)."""
+        return state[0] if self.separate_critic and self.memory is not None else state
 
     def step(
         self, obs: ObsDict, state: Any, episode_start: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """One step for every env: logits ``[N, A]``, value ``[N]``, the next memory state."""
         features = self.encoder(obs)  # [N, width]
+        critic_features = self.critic_encoder(obs) if self.separate_critic else features
         if self.memory is not None:
+            if self.separate_critic:
+                (state, critic_state) = state
+                critic_features, critic_state = self.critic_memory.step(
+                    critic_features, critic_state, episode_start
+                )
             features, state = self.memory.step(features, state, episode_start)
-        return self.actor(features), self.critic(features).squeeze(-1), state
+            if self.separate_critic:
+                state = (state, critic_state)
+            else:
+                critic_features = features
+        return self.actor(features), self.critic(critic_features).squeeze(-1), state
 
     def sequence(
         self, obs: ObsDict, state: Any, episode_starts: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A chunk ``[T, N, ...]`` at once: logits ``[T, N, A]``, values ``[T, N]``, aux loss."""
+        """A chunk ``[T, N, ...]`` at once: logits ``[T, N, A]``, values ``[T, N]``, aux loss
+        (both memories' when the critic has its own)."""
         features = self.encoder(obs)  # [T, N, width]
+        critic_features = self.critic_encoder(obs) if self.separate_critic else features
         aux = features.new_zeros(())
         if self.memory is not None:
-            features, aux, _ = self.memory.sequence(
+            if self.separate_critic:
+                (state, critic_state) = state
+                critic_features, aux, _ = self.critic_memory.sequence(
+                    critic_features, critic_state, episode_starts, return_state=False
+                )
+            features, policy_aux, _ = self.memory.sequence(
                 features, state, episode_starts, return_state=False
             )
-        return self.actor(features), self.critic(features).squeeze(-1), aux
+            aux = aux + policy_aux
+            if not self.separate_critic:
+                critic_features = features
+        return self.actor(features), self.critic(critic_features).squeeze(-1), aux
 
     def forward(
         self, obs: ObsDict, state: Any, episode_starts: torch.Tensor

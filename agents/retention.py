@@ -82,6 +82,7 @@ def memory_metrics(policy: ActorCritic, state: Any) -> dict[str, float]:
     core = slot_core(policy)
     if core is None:
         return {}
+    state = policy.policy_state(state)  # the policy's memories (a separate critic's left out)
     alive = state.alive  # [B, L, S] bool
     span = state.span  # [B, L, S]
     live_per_layer = alive.sum(-1).float().mean(0)  # [L]
@@ -196,14 +197,15 @@ def track_episode(
         masks, mask_writes, after_write, after_span, after_alive = [], [], [], [], []
         done = False
         for _ in range(max_steps):
-            view = core.keep_mask(state)  # for the state entering this step
+            view = core.keep_mask(policy.policy_state(state))  # for the state entering this step
             masks.append(view.mask[0])  # [L, S]
             mask_writes.append(view.write_step[0])  # [L, S]
             logits, _, state = policy.step(obs, state, start)
             start = torch.zeros_like(start)
-            after_write.append(state.write_step[0])  # [L, S]
-            after_span.append(state.span[0])
-            after_alive.append(state.alive[0])
+            kept = policy.policy_state(state)
+            after_write.append(kept.write_step[0])  # [L, S]
+            after_span.append(kept.span[0])
+            after_alive.append(kept.alive[0])
             if done or len(masks) == max_steps:
                 break
             probs = torch.softmax(logits.float(), -1)  # [1, A]

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -195,32 +195,40 @@ def portal_oracle_return(
     return float(total.mean())
 
 
+def lethe_config(task: Task, memory: str, seed: int, args: argparse.Namespace, run_dir: str) -> Any:
+    """The `agents.TrainConfig` of one Lethe learner's run: the task's options, then the
+    command line's."""
+    from agents import AlgoConfig, MemoryConfig, TrainConfig
+
+    return TrainConfig(
+        env=task.train_env or task.env,
+        env_kwargs=args.env_kwargs,
+        eval_env=task.env,
+        num_envs=args.num_envs or task.num_envs,
+        total_steps=args.steps or task.steps,
+        device=args.device,
+        seed=seed,
+        run_dir=run_dir,
+        wandb="disabled",
+        heatmap_every=0,
+        eval_episodes=args.eval_episodes,
+        eval_every=args.eval_every,
+        memory=MemoryConfig(
+            kind=memory,
+            previous_action_reward=task.previous_action_reward,
+            **task.memory.get(memory, {}) | args.memory_kwargs,
+        ),
+        algo=AlgoConfig(**task.algo | args.algo_kwargs),
+    )
+
+
 def run_lethe(task: Task, memory: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    from agents import AlgoConfig, MemoryConfig, TrainConfig, train
+    from agents import train
 
     # The run directory: kept under --runs-dir (replaced if there), else a temporary one.
     kept = Path(args.runs_dir, f"{args.task}-{memory}-seed{seed}") if args.runs_dir else None
     with nullcontext(str(kept)) if kept else tempfile.TemporaryDirectory() as run_dir:
-        config = TrainConfig(
-            env=task.train_env or task.env,
-            env_kwargs=args.env_kwargs,
-            eval_env=task.env,
-            num_envs=args.num_envs or task.num_envs,
-            total_steps=args.steps or task.steps,
-            device=args.device,
-            seed=seed,
-            run_dir=run_dir,
-            wandb="disabled",
-            heatmap_every=0,
-            eval_episodes=args.eval_episodes,
-            eval_every=args.eval_every,
-            memory=MemoryConfig(
-                kind=memory,
-                previous_action_reward=task.previous_action_reward,
-                **task.memory.get(memory, {}),
-            ),
-            algo=AlgoConfig(**task.algo),
-        )
+        config = lethe_config(task, memory, seed, args, run_dir)
         summary = train(config, overwrite=True, progress=args.progress)
         lines = Path(run_dir, "metrics.jsonl").read_text().splitlines()
     return {"summary": summary, "rows": [json.loads(line) for line in lines]}
@@ -376,7 +384,8 @@ def format_table(results: list[dict[str, Any]], metric: str) -> str:
 
 
 def main() -> None:
-    from agents.config import env_label, json_object
+    from agents import AlgoConfig, MemoryConfig
+    from agents.config import ConfigError, env_label, json_object, validate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="corridor-s")
@@ -414,7 +423,28 @@ def main() -> None:
         help="keyword arguments for the task's envs (training, evaluation, RecurrentPPO's), e.g. "
         "'{\"slack_steps\": 100}' to end a corridor episode 100 steps after its shortest walk",
     )
+    parser.add_argument(
+        "--algo-kwargs",
+        type=json_object,
+        default={},
+        metavar="JSON",
+        help="Lethe runs: update-rule options over the task's (AlgoConfig fields, train_rl.py's "
+        "option names with _), e.g. '{\"gamma\": 0.999}'",
+    )
+    parser.add_argument(
+        "--memory-kwargs",
+        type=json_object,
+        default={},
+        metavar="JSON",
+        help="Lethe runs: memory options over the task's, for every --memories kind "
+        "(MemoryConfig fields), e.g. '{\"capacity\": 32}'",
+    )
     args = parser.parse_args()
+    for flag, config in (("--algo-kwargs", AlgoConfig), ("--memory-kwargs", MemoryConfig)):
+        allowed = [f.name for f in fields(config) if f.name not in ("algo", "kind")]
+        unknown = sorted(set(vars(args)[flag[2:].replace("-", "_")]) - set(allowed))
+        if unknown:
+            parser.error(f"{flag}: unknown option {unknown[0]!r}; allowed: {', '.join(allowed)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     task = TASKS[args.task]
@@ -427,16 +457,24 @@ def main() -> None:
         target_text = f"return >= {task.target:.0%} of the oracle's {oracle:.2f} = {threshold:.2f}"
 
     learners = [(f"Lethe PPO {m}", m) for m in args.memories.split(",") if m]
+    for _, memory in learners:  # a bad option fails here in one line, not hours into the runs
+        try:
+            validate(lethe_config(task, memory, seeds[0], args, "unused"))
+        except ConfigError as error:
+            parser.error(str(error))
     if not args.no_sb3:
         learners.append(("sb3-contrib RecurrentPPO (LSTM)", None))
     results = []
     for label, memory in learners:
         for seed in seeds:
-            out = (
-                run_lethe(task, memory, seed, args)
-                if memory
-                else run_recurrent_ppo(task, seed, args)
-            )
+            try:
+                out = (
+                    run_lethe(task, memory, seed, args)
+                    if memory
+                    else run_recurrent_ppo(task, seed, args)
+                )
+            except ConfigError as error:  # e.g. --env-kwargs the env refuses
+                parser.error(str(error))
             summary = out["summary"]
             reached = steps_to_target(
                 out["rows"], task.metric, threshold, args.window_episodes, task.final_level
@@ -464,6 +502,7 @@ def main() -> None:
     print(format_table(results, task.metric))
     if args.out:
         record = {"task": args.task, "env_kwargs": args.env_kwargs, "results": results}
+        record |= {"algo_kwargs": args.algo_kwargs, "memory_kwargs": args.memory_kwargs}
         Path(args.out).write_text(json.dumps(record, indent=1))
 
 

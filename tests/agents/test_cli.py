@@ -53,6 +53,7 @@ def assert_one_line_error(status, err, *needles):
         (["--env", "Pendulum-v1"], ["Box", "Discrete"]),
         (["--memory", "transformer"], ["transformer", "expire-span"]),
         (["--algo", "dqn"], ["dqn", "ppo"]),
+        (["--critic", "both"], ["both", "shared", "separate"]),
         (["--num-envs", "0"], ["--num-envs", "0"]),
         (["--rollout-steps", "-3"], ["--rollout-steps", "-3"]),
         (["--total-steps", "0"], ["--total-steps"]),
@@ -341,6 +342,30 @@ def test_previous_action_reward_through_train_eval_heatmaps_resume_and_analyze(t
     assert json.loads((run_dir / "config.json").read_text())["memory"]["previous_action_reward"]
     capsys.readouterr()
     assert analyze([str(run_dir), "--episodes", "1"]) == 0
+
+
+def test_a_separate_critic_through_train_heatmaps_resume_and_analyze(tmp_path, capsys):
+    """``--critic separate``: its own encoder and memory in the checkpoint, the pair of memory
+    states through a resume with the envs' state, heatmaps and analyze of the policy's."""
+    from agents.analyze import main as analyze
+    from agents.checkpoint import load_checkpoint
+
+    run_dir = tmp_path / "run"
+    args = ["--env", "Lethe/Corridor-S-v0", *TINY, "--critic", "separate"]
+    args += ["--checkpoint-every", "1", "--heatmap-every", "1", "--run-dir", str(run_dir)]
+    assert train_rl.main([*args, "--total-steps", "64"]) == 0
+    assert list((run_dir / "retention").glob("keep_step*.png"))
+    policy = load_checkpoint(run_dir)["policy"]
+    assert any(key.startswith("critic_memory.layers.0.") for key in policy)
+    assert any(key.startswith("critic_encoder.") for key in policy)
+    assert train_rl.main(["--resume", str(run_dir), "--total-steps", "128"]) == 0
+    assert json.loads((run_dir / "config.json").read_text())["memory"]["critic"] == "separate"
+    assert json.loads((run_dir / "summary.json").read_text())["total_env_steps"] == 128
+    capsys.readouterr()
+    assert analyze([str(run_dir), "--episodes", "1"]) == 0
+    # a shared-critic run cannot take this checkpoint
+    status, err = run_cli(["--fork", str(run_dir), "--critic", "shared"], capsys)
+    assert_one_line_error(status, err, "does not fit")
 
 
 def test_env_kwargs_reach_the_env_the_evaluation_the_summary_and_analyze(tmp_path, capsys):

@@ -13,7 +13,7 @@ from agents.vec import make_vector_env
 KINDS = ["expire-span", "window", "full", "gru", "lstm", "none"]
 
 
-def small_memory(kind: str) -> MemoryConfig:
+def small_memory(kind: str, critic: str = "shared") -> MemoryConfig:
     # capacity, spans and windows far below the chunk length: eviction, expiry and episode
     # starts all happen inside the chunk
     return MemoryConfig(
@@ -27,18 +27,21 @@ def small_memory(kind: str) -> MemoryConfig:
         window=3,
         max_memory=6,
         span_init=0.5,
+        critic=critic,
     )
 
 
 @pytest.mark.parametrize(
-    ("kind", "previous_action_reward"),
-    [(kind, False) for kind in KINDS] + [("expire-span", True), ("gru", True)],
+    ("kind", "previous_action_reward", "critic"),
+    [(kind, False, "shared") for kind in KINDS]
+    + [("expire-span", True, "shared"), ("gru", True, "shared")]
+    + [(kind, False, "separate") for kind in ("expire-span", "lstm", "none")],
 )
-def test_first_epoch_ratio_is_one(kind, previous_action_reward):
+def test_first_epoch_ratio_is_one(kind, previous_action_reward, critic):
     torch.manual_seed(0)
     device = torch.device("cpu")
     env = make_vector_env("Lethe/Corridor-S-v0", 6, device, previous_action_reward)
-    policy = ActorCritic(env.obs_spaces, 3, small_memory(kind))
+    policy = ActorCritic(env.obs_spaces, 3, small_memory(kind, critic))
     collector = RolloutCollector(env, policy, num_steps=40, device=device, seed=3)
     collector.collect(0.99, 0.95)  # the second chunk starts from a non-empty memory
     rollout, _ = collector.collect(0.99, 0.95)
@@ -76,3 +79,28 @@ def test_each_epoch_runs_the_asked_number_of_minibatches(num_minibatches, per_ep
     config = AlgoConfig(update_epochs=2, num_minibatches=num_minibatches)
     assert ppo_update(policy, optimizer, rollout, config)["losses/updates"] == 2 * per_epoch
     env.close()
+
+
+@pytest.mark.parametrize("kind", ["expire-span", "gru", "none"])
+def test_a_separate_critic_shares_no_features_with_the_policy(kind):
+    """``critic="separate"``: the value loss moves only the critic's encoder, memory and head,
+    the policy loss only the policy's; the auxiliary loss is both memories'."""
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    env = make_vector_env("Lethe/Corridor-S-v0", 4, device)
+    policy = ActorCritic(env.obs_spaces, 3, small_memory(kind, "separate"))
+    rollout, _ = RolloutCollector(env, policy, num_steps=12, device=device, seed=1).collect(
+        0.99, 0.95
+    )
+    env.close()
+    names = [name for name, _ in policy.named_parameters()]
+    critic_side = {
+        n for n in names if n.startswith(("critic_encoder.", "critic_memory.", "critic."))
+    }
+    assert {n.split(".")[0] for n in critic_side} >= {"critic_encoder", "critic"}
+    for loss_of in ("values", "logprobs"):
+        policy.zero_grad()
+        getattr(evaluate_rollout(policy, rollout), loss_of).sum().backward()
+        moved = {n for n, p in policy.named_parameters() if p.grad is not None and p.grad.any()}
+        assert moved, loss_of
+        assert moved <= critic_side if loss_of == "values" else not moved & critic_side

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "learning.py"
@@ -130,7 +131,8 @@ def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
         [sys.executable, str(SCRIPT), "--task", "corridor-s", "--memories", "expire-span,gru"]
         + ["--seeds", "1", "--steps", "2048", "--sb3-steps", "64", "--eval-episodes", "4"]
         + ["--threads", "1", "--eval-every", "1", "--out", str(out)]
-        + ["--runs-dir", str(tmp_path / "runs"), "--env-kwargs", '{"slack_steps": 3}'],
+        + ["--runs-dir", str(tmp_path / "runs"), "--env-kwargs", '{"slack_steps": 3}']
+        + ["--algo-kwargs", '{"gamma": 0.98}', "--memory-kwargs", '{"capacity": 8}'],
         capture_output=True,
         text=True,
         timeout=300,
@@ -142,6 +144,8 @@ def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
     assert 'Corridor-S-v0 {"slack_steps": 3}: env steps to success >= 0.9' in result.stdout
     record = json.loads(out.read_text())
     assert record["env_kwargs"] == {"slack_steps": 3}
+    assert record["algo_kwargs"] == {"gamma": 0.98}
+    assert record["memory_kwargs"] == {"capacity": 8}
     results = record["results"]
     learners = [row["learner"] for row in results]
     assert learners == [
@@ -165,6 +169,35 @@ def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
         assert (run / "best.pt").exists() and (run / "summary.json").exists()
         summary = json.loads((run / "summary.json").read_text())
         assert summary["env_kwargs"] == summary["eval_env_kwargs"] == {"slack_steps": 3}
+        config = json.loads((run / "config.json").read_text())
+        assert config["algo"]["gamma"] == 0.98  # --algo-kwargs over the task's options
+        assert config["memory"]["capacity"] == 8 and config["memory"]["kind"] in name
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--algo-kwargs", '{"gama": 0.9}'], "--algo-kwargs: unknown option 'gama'; allowed: "),
+        (["--memory-kwargs", '{"kind": "gru"}'], "--memory-kwargs: unknown option 'kind'; "),
+        (["--algo-kwargs", '{"gamma": 2}'], "--gamma must be in (0, 1], got 2"),
+        (["--memories", "expire-span,grue"], "unknown memory 'grue'; allowed: expire-span, "),
+        (["--env-kwargs", '{"lenght": 3}'], 'refused the keyword arguments {"lenght": 3}'),
+    ],
+)
+def test_bad_options_are_refused_in_one_line(
+    tmp_path: Path, option: list[str], message: str
+) -> None:
+    """Refused before any run starts (the env's own refusal: at its first run), exit 2."""
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--no-sb3", "--seeds", "1", "--steps", "64", *option],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and message in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("learning.py: error: ")
+    assert "Traceback" not in result.stderr and not result.stdout
 
 
 def test_recurrent_ppo_observes_what_lethes_learners_observe() -> None:
