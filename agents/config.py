@@ -252,9 +252,7 @@ def validate(config: TrainConfig) -> None:
     _require(
         mem.kind in MEMORY_KINDS, f"unknown memory {mem.kind!r}; allowed: {', '.join(MEMORY_KINDS)}"
     )
-    _require(
-        mem.critic in CRITICS, f"unknown critic {mem.critic!r}; allowed: {', '.join(CRITICS)}"
-    )
+    _require(mem.critic in CRITICS, f"unknown critic {mem.critic!r}; allowed: {', '.join(CRITICS)}")
     _require(
         config.device in DEVICES, f"unknown device {config.device!r}; allowed: {', '.join(DEVICES)}"
     )
