@@ -139,6 +139,25 @@ def memory_options(config: MemoryConfig) -> dict[str, Any]:
     return {**common, "max_memory": config.max_memory}
 
 
+def _trunk_step(
+    encoder: nn.Module, memory: nn.Module | None, obs: ObsDict, state: Any, start: torch.Tensor
+) -> tuple[torch.Tensor, Any]:
+    """Encoder then memory core (if any), one step: features ``[N, width]``, next state."""
+    features = encoder(obs)
+    return (features, state) if memory is None else memory.step(features, state, start)
+
+
+def _trunk_sequence(
+    encoder: nn.Module, memory: nn.Module | None, obs: ObsDict, state: Any, starts: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder then memory core (if any), a chunk: features ``[T, N, width]``, aux loss."""
+    features = encoder(obs)
+    if memory is None:
+        return features, features.new_zeros(())
+    features, aux, _ = memory.sequence(features, state, starts, return_state=False)
+    return features, aux
+
+
 class ActorCritic(nn.Module):
     """Encoder, memory core (or none) and the two heads.
 
@@ -191,45 +210,42 @@ class ActorCritic(nn.Module):
         """The policy's memory state out of `step`'s state (the critic's left out)."""
         return state[0] if self.separate_critic and self.memory is not None else state
 
+    def _split(self, state: Any) -> tuple[Any, Any]:
+        """``(policy's state, critic's state)``; the critic's is None when it shares."""
+        if self.separate_critic and self.memory is not None:
+            return state
+        return state, None
+
+    def _join(self, state: Any, critic_state: Any) -> Any:
+        return state if critic_state is None else (state, critic_state)
+
     def step(
         self, obs: ObsDict, state: Any, episode_start: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """One step for every env: logits ``[N, A]``, value ``[N]``, the next memory state."""
-        features = self.encoder(obs)  # [N, width]
-        critic_features = self.critic_encoder(obs) if self.separate_critic else features
-        if self.memory is not None:
-            if self.separate_critic:
-                (state, critic_state) = state
-                critic_features, critic_state = self.critic_memory.step(
-                    critic_features, critic_state, episode_start
-                )
-            features, state = self.memory.step(features, state, episode_start)
-            if self.separate_critic:
-                state = (state, critic_state)
-            else:
-                critic_features = features
-        return self.actor(features), self.critic(critic_features).squeeze(-1), state
+        state, critic_state = self._split(state)
+        features, state = _trunk_step(self.encoder, self.memory, obs, state, episode_start)
+        critic_features = features
+        if self.separate_critic:
+            critic_features, critic_state = _trunk_step(
+                self.critic_encoder, self.critic_memory, obs, critic_state, episode_start
+            )
+        value = self.critic(critic_features).squeeze(-1)
+        return self.actor(features), value, self._join(state, critic_state)
 
     def sequence(
         self, obs: ObsDict, state: Any, episode_starts: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A chunk ``[T, N, ...]`` at once: logits ``[T, N, A]``, values ``[T, N]``, aux loss
         (both memories' when the critic has its own)."""
-        features = self.encoder(obs)  # [T, N, width]
-        critic_features = self.critic_encoder(obs) if self.separate_critic else features
-        aux = features.new_zeros(())
-        if self.memory is not None:
-            if self.separate_critic:
-                (state, critic_state) = state
-                critic_features, aux, _ = self.critic_memory.sequence(
-                    critic_features, critic_state, episode_starts, return_state=False
-                )
-            features, policy_aux, _ = self.memory.sequence(
-                features, state, episode_starts, return_state=False
+        state, critic_state = self._split(state)
+        features, aux = _trunk_sequence(self.encoder, self.memory, obs, state, episode_starts)
+        critic_features = features
+        if self.separate_critic:
+            critic_features, critic_aux = _trunk_sequence(
+                self.critic_encoder, self.critic_memory, obs, critic_state, episode_starts
             )
-            aux = aux + policy_aux
-            if not self.separate_critic:
-                critic_features = features
+            aux = aux + critic_aux
         return self.actor(features), self.critic(critic_features).squeeze(-1), aux
 
     def forward(
