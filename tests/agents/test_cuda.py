@@ -12,8 +12,11 @@ from agents import MemoryConfig, TrainConfig, train
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-@pytest.mark.parametrize("memory", ["expire-span", "gru"])
-def test_a_short_run_on_cuda(tmp_path: Path, memory: str) -> None:
+@pytest.mark.parametrize(
+    ("memory", "critic"),
+    [("expire-span", "shared"), ("gru", "shared"), ("expire-span", "separate")],
+)
+def test_a_short_run_on_cuda(tmp_path: Path, memory: str, critic: str) -> None:
     summary = train(
         TrainConfig(
             env="Lethe/Corridor-S-v0",
@@ -24,7 +27,7 @@ def test_a_short_run_on_cuda(tmp_path: Path, memory: str) -> None:
             wandb="disabled",
             heatmap_every=0,
             eval_episodes=32,
-            memory=MemoryConfig(kind=memory),
+            memory=MemoryConfig(kind=memory, critic=critic),
         ),
         progress=False,
     )
