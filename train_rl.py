@@ -171,7 +171,11 @@ def print_summary(summary: dict[str, Any]) -> None:
     ev = summary["eval"]
     rows = [
         ("env", env_label(summary["env_id"], summary.get("env_kwargs"))),
-        ("algo / memory", f"{summary['algo']} / {summary['memory']}"),
+        (
+            "algo / memory",
+            f"{summary['algo']} / {summary['memory']}"
+            + (" (separate critic)" if summary.get("critic") == "separate" else ""),
+        ),
         ("env steps", f"{summary['total_env_steps']:,}"),
         ("wall time", f"{summary['wall_seconds']:.1f} s"),
         ("env steps / s", f"{summary['env_steps_per_second']:,.0f}"),

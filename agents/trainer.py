@@ -706,6 +706,7 @@ def _loop(
         "eval_env_kwargs": eval_env_kwargs(config),
         "algo": algo.algo,
         "memory": config.memory.kind,
+        "critic": config.memory.critic,
         "seed": config.seed,
         "device": str(device),
         "world_size": ctx.world_size,

@@ -360,8 +360,9 @@ def test_a_separate_critic_through_train_heatmaps_resume_and_analyze(tmp_path, c
     assert any(key.startswith("critic_encoder.") for key in policy)
     assert train_rl.main(["--resume", str(run_dir), "--total-steps", "128"]) == 0
     assert json.loads((run_dir / "config.json").read_text())["memory"]["critic"] == "separate"
-    assert json.loads((run_dir / "summary.json").read_text())["total_env_steps"] == 128
-    capsys.readouterr()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["total_env_steps"] == 128 and summary["critic"] == "separate"
+    assert "ppo / expire-span (separate critic)" in capsys.readouterr().out  # the final table
     assert analyze([str(run_dir), "--episodes", "1"]) == 0
     # a shared-critic run cannot take this checkpoint
     status, err = run_cli(["--fork", str(run_dir), "--critic", "shared"], capsys)
