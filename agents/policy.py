@@ -208,7 +208,7 @@ class ActorCritic(nn.Module):
 
     def policy_state(self, state: Any) -> Any:
         """The policy's memory state out of `step`'s state (the critic's left out)."""
-        return state[0] if self.separate_critic and self.memory is not None else state
+        return self._split(state)[0]
 
     def _split(self, state: Any) -> tuple[Any, Any]:
         """``(policy's state, critic's state)``; the critic's is None when it shares."""

@@ -440,9 +440,12 @@ def main() -> None:
         "(MemoryConfig fields), e.g. '{\"capacity\": 32}'",
     )
     args = parser.parse_args()
-    for flag, config in (("--algo-kwargs", AlgoConfig), ("--memory-kwargs", MemoryConfig)):
+    for flag, given, config in (
+        ("--algo-kwargs", args.algo_kwargs, AlgoConfig),
+        ("--memory-kwargs", args.memory_kwargs, MemoryConfig),
+    ):
         allowed = [f.name for f in fields(config) if f.name not in ("algo", "kind")]
-        unknown = sorted(set(vars(args)[flag[2:].replace("-", "_")]) - set(allowed))
+        unknown = sorted(set(given) - set(allowed))
         if unknown:
             parser.error(f"{flag}: unknown option {unknown[0]!r}; allowed: {', '.join(allowed)}")
     if args.threads:
