@@ -282,6 +282,9 @@ def _update_worker(rank: int, port: int, out_dir: str) -> None:
     (Path(out_dir) / f"nan{rank}.json").write_text(
         json.dumps({"taken": taken, "unchanged": unchanged, "then": metrics["losses/grad_norm"]})
     )
+    # Leave together, as `train` does (DistContext.barrier): a collective's tensors released by
+    # gloo's thread during the interpreter's shutdown abort the process (SIGABRT, seen in CI).
+    dist.barrier()
     dist.destroy_process_group()
 
 
