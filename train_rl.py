@@ -14,8 +14,9 @@ import argparse
 import dataclasses
 import sys
 import warnings
-from typing import Any, NoReturn
+from typing import Any
 
+from agents.cli import OneLineParser, prog
 from agents.config import (
     ALGOS,
     CRITICS,
@@ -44,17 +45,10 @@ SECTIONS = (
 )
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Bad options are answered in one line (no usage block), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The CLI, generated from the config dataclasses (defaults shown in --help)."""
     parser = OneLineParser(
-        prog="train_rl.py",
+        prog=prog(),
         description="Train an A2C / PPO agent whose recurrent core is an Expire-Span memory.",
         argument_default=argparse.SUPPRESS,  # only explicit options override (matters for --resume)
     )

@@ -19,11 +19,12 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
 
+from agents.cli import OneLineParser, prog
 from agents.config import DEVICES, ConfigError, TrainConfig, env_label, json_object
 from agents.evaluate import eval_env_id, eval_env_kwargs
 from agents.policy import ActorCritic
@@ -37,23 +38,15 @@ from agents.retention import (
 )
 from envs.events import EVENT_NAMES
 
-PROG = "train_rl.py analyze"
 #: how many of the longest-kept observations the report lists per layer
 TOP_KEPT = 8
 #: episode seeds start here past the run's seed, away from training and evaluation seeds
 SEED_OFFSET = 77_777
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Bad options are answered in one line (no usage block), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
-        prog=PROG,
+    parser = OneLineParser(
+        prog=f"{prog()} analyze",
         description="Play a trained agent and show what its memory keeps: retention heatmaps, "
         "spans by event, and a text report in RUN_DIR/analysis/.",
     )
@@ -264,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             args.env_kwargs,
         )
     except ConfigError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     print(text, end="")
     print(f"pictures and arrays in {args.run_dir / 'analysis'}")

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from agents.a2c import a2c_update
 from agents.checkpoint import BEST_NAME, load_checkpoint, save_checkpoint
+from agents.cli import command
 from agents.config import ConfigError, TrainConfig, advisories, validate
 from agents.distributed import (
     SINGLE_PROCESS,
@@ -665,10 +666,10 @@ def _loop(
         save()
         name = signal.Signals(interrupted).name
         if ctx.is_main:
-            launcher = "torchrun --nproc_per_node ..." if ctx.enabled else "python"
+            again = "torchrun --nproc_per_node ... train_rl.py" if ctx.enabled else command()
             print(
                 f"{name}: checkpoint saved at step {global_step:,}; continue with "
-                f"`{launcher} train_rl.py --resume {run_dir}`"
+                f"`{again} --resume {run_dir}`"
             )
         return {"interrupted": name, "global_step": global_step, "run_dir": str(run_dir)}
     if not ctx.is_main:  # rank 0 alone evaluates and writes the summary

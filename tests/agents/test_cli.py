@@ -409,3 +409,30 @@ def test_env_kwargs_from_python_are_checked_too(value):
         validate(TrainConfig(eval_env_kwargs=value))
     with pytest.raises(ConfigError, match="--env-kwargs must be a JSON object"):
         validate(TrainConfig(env_kwargs=value))
+
+
+def test_the_installed_command_names_itself_in_usage_errors_and_hints(monkeypatch) -> None:
+    """`pip install` puts the CLI on the PATH as `lethe-train`: what it prints says so."""
+    from agents.cli import command
+
+    script = Path(sys.executable).with_name("lethe-train")
+    if not script.exists():
+        pytest.skip("lethe-train is not installed in this environment (pip install -e .)")
+    shown = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: lethe-train "), shown.stdout[:200]
+    bad = subprocess.run(
+        [str(script), "--algo", "dqn"], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("lethe-train: error:"), bad.stderr
+    missing = subprocess.run(
+        [str(script), "analyze", "no/such/run"], capture_output=True, text=True, timeout=120
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("lethe-train analyze: error:"), missing.stderr
+    # The resume hint after a signal: the command the user typed.
+    monkeypatch.setattr(sys, "argv", [str(script), "--total-steps", "1"])
+    assert command() == "lethe-train"
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "train_rl.py")])
+    assert command() == "python train_rl.py"

@@ -289,7 +289,7 @@ def test_signal_saves_checkpoint_exits_130_and_resumes(
     checkpoint = load_checkpoint(run_dir)
     step = checkpoint["global_step"]
     assert f"{sig.name}: checkpoint saved at step {step:,}" in out
-    assert f"--resume {run_dir}" in out
+    assert f"`python train_rl.py --resume {run_dir}`" in out  # how this run was started
     assert 3 <= checkpoint["iteration"] < iterations
     assert logged_iterations(run_dir) == list(range(1, checkpoint["iteration"] + 1))
     assert not (run_dir / "summary.json").exists()

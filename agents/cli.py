@@ -1,0 +1,32 @@
+"""What the command-line entry points share: the name the user typed, and one-line errors.
+
+`pip install lethe-rl` installs the CLI as the command ``lethe-train``; from a checkout it is
+``python train_rl.py``. Usage lines, errors and the resume hint name whichever was used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+#: the console script `pyproject.toml` installs
+INSTALLED = "lethe-train"
+
+
+def prog() -> str:
+    """The program name for usage lines and errors: ``lethe-train`` or ``train_rl.py``."""
+    return INSTALLED if Path(sys.argv[0]).name == INSTALLED else "train_rl.py"
+
+
+def command() -> str:
+    """The command line that starts the CLI again (in a hint such as how to resume)."""
+    return INSTALLED if prog() == INSTALLED else "python train_rl.py"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad options are answered in one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
