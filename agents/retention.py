@@ -316,8 +316,25 @@ def _event_handles(codes: Sequence[int]) -> list[Line2D]:
     return handles
 
 
+#: below this many pixels per row of a heatmap, event rows are drawn over it as lines
+MIN_ROW_PIXELS = 2.0
+
+
 def plot_keep(record: EpisodeRetention, path: Path, title: str) -> Path:
     """Heatmaps of ``keep[i, t]`` per layer, side by side, the event steps marked."""
+    keep_figure(record, title).savefig(path)
+    return path
+
+
+def keep_figure(record: EpisodeRetention, title: str) -> Figure:
+    """`plot_keep`'s figure.
+
+    Each event step gets its marker on the diagonal, where it was written. Where the episode
+    has more steps than the heatmap has pixel rows (a 1,000-step corridor), one observation's
+    row would be lost to the image's resampling, so the rows of the event steps are drawn
+    again as lines in the event's colour over the steps they were kept: the cue held for
+    1,000 steps is a line along the bottom.
+    """
     n_layers, steps = record.n_layers, record.n_steps
     width, height = 4.4 * n_layers + 1.6, 4.8
     right = 1.0 - 1.25 / width  # room for the colour bar
@@ -337,6 +354,7 @@ def plot_keep(record: EpisodeRetention, path: Path, title: str) -> Path:
     marker_size = float(np.clip(6000.0 / max(steps, 1), 30.0, 60.0))
     future = np.tril(np.ones((steps, steps), dtype=bool), k=-1)  # [i, t]: i > t, not yet written
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#f2f2f2")
+    row_pixels = (height - 1.3) * fig.dpi / max(steps, 1)  # the axes' height over the rows
     image = None
     for layer, ax in enumerate(axes):
         image = ax.imshow(
@@ -356,6 +374,13 @@ def plot_keep(record: EpisodeRetention, path: Path, title: str) -> Path:
             ax.scatter(
                 at, at, s=marker_size, c=colour, marker=marker, edgecolors="black", linewidths=0.5
             )
+            if row_pixels < MIN_ROW_PIXELS:
+                kept = [(i, a, b) for i in at for a, b in _runs(record.keep[layer, i] > 0)]
+                if kept:
+                    rows, starts, ends = np.asarray(kept, dtype=float).T
+                    ax.hlines(  # unclipped: row 0's line lies on the frame
+                        rows, starts - 0.5, ends + 0.5, colors=colour, linewidth=2.5, clip_on=False
+                    )
         ax.set_xlim(-0.5, steps - 0.5)
         ax.set_ylim(-0.5, steps - 0.5)
         ax.set_title(f"layer {layer}")
@@ -375,8 +400,7 @@ def plot_keep(record: EpisodeRetention, path: Path, title: str) -> Path:
             title_fontsize=8,
         )
     fig.suptitle(title, fontsize=12 if n_layers > 1 else 9, wrap=True)  # one layer: narrow
-    fig.savefig(path)
-    return path
+    return fig
 
 
 def plot_spans(record: EpisodeRetention, path: Path, title: str) -> Path:

@@ -12,6 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import matplotlib.collections
+import matplotlib.colors
 import numpy as np
 import pytest
 import torch
@@ -20,7 +22,9 @@ from agents.config import AlgoConfig, MemoryConfig, TrainConfig
 from agents.logging import RunLogger
 from agents.policy import ActorCritic
 from agents.retention import (
+    EVENT_STYLE,
     EpisodeRetention,
+    keep_figure,
     memory_metrics,
     retention_snapshot,
     span_by_event,
@@ -194,6 +198,47 @@ def test_snapshot_writes_pngs_and_npz(tmp_path: Path) -> None:
         out = tmp_path / kind
         assert retention_snapshot(make_policy(kind=kind), ENV, CPU, out, 1, seed=3) == ({}, {})
         assert not out.exists()
+
+
+def _record(steps: int, cue_kept: int) -> EpisodeRetention:
+    """One layer: every step kept 5 steps, the cue at step 0 kept ``cue_kept`` steps."""
+    i, t = np.indices((steps, steps))
+    keep = ((t >= i) & (t <= i + 5)).astype(np.float32)
+    keep[0, : cue_kept + 1] = 1.0
+    events_ = np.zeros(steps, dtype=np.int64)
+    events_[0] = events.CUE_VISIBLE
+    return EpisodeRetention(
+        kind="expire-span",
+        keep=keep[None],
+        span=np.full((1, steps), 5.0, dtype=np.float32),
+        events=events_,
+        actions=np.zeros(steps, dtype=np.int64),
+        ramp=1.0,
+        seed=0,
+        env_id=ENV,
+    )
+
+
+def _event_lines(record: EpisodeRetention) -> list[np.ndarray]:
+    """The line segments drawn in the cue's colour on the heatmap."""
+    (ax,) = keep_figure(record, "title").axes[:1]
+    colour = matplotlib.colors.to_rgba(EVENT_STYLE[events.CUE_VISIBLE][0])
+    return [
+        segment
+        for collection in ax.collections
+        if isinstance(collection, matplotlib.collections.LineCollection)
+        for segment, rgba in zip(collection.get_segments(), collection.get_colors(), strict=False)
+        if np.allclose(rgba, colour)
+    ]
+
+
+def test_a_long_episode_draws_the_kept_event_rows_as_lines() -> None:
+    """1,000 rows do not fit the heatmap's pixels: the cue's row (kept 900 steps) is a line."""
+    lines = _event_lines(_record(1000, cue_kept=900))
+    assert len(lines) == 1
+    np.testing.assert_allclose(lines[0], [[-0.5, 0.0], [900.5, 0.0]])
+    # A short episode's rows are tall enough to see: no line over the image.
+    assert _event_lines(_record(60, cue_kept=50)) == []
 
 
 def test_snapshot_leaves_global_rng_alone(tmp_path: Path) -> None:
