@@ -418,17 +418,17 @@ def test_the_installed_command_names_itself_in_usage_errors_and_hints(monkeypatc
     script = Path(sys.executable).with_name("lethe-train")
     if not script.exists():
         pytest.skip("lethe-train is not installed in this environment (pip install -e .)")
-    shown = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120)
+
+    shown = run("--help")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("usage: lethe-train "), shown.stdout[:200]
-    bad = subprocess.run(
-        [str(script), "--algo", "dqn"], capture_output=True, text=True, timeout=120
-    )
+    bad = run("--algo", "dqn")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("lethe-train: error:"), bad.stderr
-    missing = subprocess.run(
-        [str(script), "analyze", "no/such/run"], capture_output=True, text=True, timeout=120
-    )
+    missing = run("analyze", "no/such/run")
     assert missing.returncode == 2
     assert missing.stderr.startswith("lethe-train analyze: error:"), missing.stderr
     # The resume hint after a signal: the command the user typed.
