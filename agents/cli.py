@@ -25,6 +25,17 @@ def command() -> str:
     return INSTALLED if prog() == INSTALLED else "python train_rl.py"
 
 
+def relaunch(distributed: bool) -> str:
+    """`command`, or under torchrun the launch that starts it again on every process.
+
+    torchrun runs a Python script, so the installed command goes through ``--no-python``.
+    """
+    if not distributed:
+        return command()
+    target = f"--no-python {INSTALLED}" if prog() == INSTALLED else "train_rl.py"
+    return f"torchrun --nproc_per_node ... {target}"
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Bad options are answered in one line (no usage block), exit status 2."""
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from agents.a2c import a2c_update
 from agents.checkpoint import BEST_NAME, load_checkpoint, save_checkpoint
-from agents.cli import command
+from agents.cli import relaunch
 from agents.config import ConfigError, TrainConfig, advisories, validate
 from agents.distributed import (
     SINGLE_PROCESS,
@@ -317,8 +317,8 @@ def train(
                 f"rank {ctx.rank} of {ctx.world_size} lost the other processes "
                 f"({type(error).__name__}: {reason}): one of them died, hung for more than "
                 f"--dist-timeout {config.dist_timeout:g} s, or lost its network. Continue from "
-                f"the last checkpoint with `torchrun --nproc_per_node ... train_rl.py --resume "
-                f"{config.run_dir or 'RUN_DIR'}`"
+                f"the last checkpoint with "
+                f"`{relaunch(True)} --resume {config.run_dir or 'RUN_DIR'}`"
             ) from error
 
 
@@ -666,7 +666,7 @@ def _loop(
         save()
         name = signal.Signals(interrupted).name
         if ctx.is_main:
-            again = "torchrun --nproc_per_node ... train_rl.py" if ctx.enabled else command()
+            again = relaunch(ctx.enabled)
             print(
                 f"{name}: checkpoint saved at step {global_step:,}; continue with "
                 f"`{again} --resume {run_dir}`"

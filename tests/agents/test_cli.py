@@ -413,7 +413,7 @@ def test_env_kwargs_from_python_are_checked_too(value):
 
 def test_the_installed_command_names_itself_in_usage_errors_and_hints(monkeypatch) -> None:
     """`pip install` puts the CLI on the PATH as `lethe-train`: what it prints says so."""
-    from agents.cli import command
+    from agents.cli import command, relaunch
 
     script = Path(sys.executable).with_name("lethe-train")
     if not script.exists():
@@ -433,6 +433,9 @@ def test_the_installed_command_names_itself_in_usage_errors_and_hints(monkeypatc
     assert missing.stderr.startswith("lethe-train analyze: error:"), missing.stderr
     # The resume hint after a signal: the command the user typed.
     monkeypatch.setattr(sys, "argv", [str(script), "--total-steps", "1"])
-    assert command() == "lethe-train"
+    assert command() == relaunch(False) == "lethe-train"
+    # torchrun starts Python scripts: the installed command needs --no-python.
+    assert relaunch(True) == "torchrun --nproc_per_node ... --no-python lethe-train"
     monkeypatch.setattr(sys, "argv", [str(ROOT / "train_rl.py")])
-    assert command() == "python train_rl.py"
+    assert command() == relaunch(False) == "python train_rl.py"
+    assert relaunch(True) == "torchrun --nproc_per_node ... train_rl.py"
