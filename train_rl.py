@@ -28,6 +28,7 @@ from agents.config import (
     MemoryConfig,
     TrainConfig,
     env_label,
+    flag_of,
     json_object,
 )
 
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog(),
         description="Train an A2C / PPO agent whose recurrent core is an Expire-Span memory.",
+        epilog=f"{prog()} analyze RUN_DIR plays a trained run's policy and reports what its "
+        f"memory keeps, with heatmaps (see {prog()} analyze --help).",
         argument_default=argparse.SUPPRESS,  # only explicit options override (matters for --resume)
     )
     for title, section, cls in SECTIONS:
@@ -59,24 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
             if dataclasses.is_dataclass(getattr(defaults, field.name)):
                 continue  # the nested sections, listed in SECTIONS
             default = getattr(defaults, field.name)
-            flag = "--" + field.metadata.get("flag", field.name).replace("_", "-")
+            flag = flag_of(section or "", field.name)
             dest = f"{section}.{field.name}" if section else field.name
-            kwargs: dict[str, Any] = {
-                "dest": dest,
-                "help": field.metadata["help"] + " (default: %(default)s)",
-            }
-            kwargs["default"] = argparse.SUPPRESS
+            kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS}
+            # a default of "" stands for one the help text describes: "(default: ...)"
+            shown = "" if default == "" else f" (default: {default})"
             if field.metadata.get("json"):
                 kwargs["type"] = json_object
                 kwargs["metavar"] = "JSON"
                 kwargs["help"] = field.metadata["help"] + f" (default: {field.metadata['shown']})"
             elif isinstance(default, bool):
                 kwargs["action"] = argparse.BooleanOptionalAction
-                kwargs["help"] = field.metadata["help"] + f" (default: {default})"
+                kwargs["help"] = field.metadata["help"] + shown
             else:
                 kwargs["type"] = type(default)
                 kwargs["metavar"] = type(default).__name__.upper()
-                kwargs["help"] = field.metadata["help"] + f" (default: {default})"
+                kwargs["help"] = field.metadata["help"] + shown
             if field.name in CHOICES:
                 kwargs["choices"] = CHOICES[field.name]
                 kwargs.pop("metavar", None)

@@ -158,12 +158,13 @@ def report(records: Sequence[EpisodeRetention], header: Sequence[str], top: int 
         lines.append("")
         lines.append(f"Layer {layer}")
         lines.append("  mean predicted span of the stored observations (n), by their step's event")
-        lines.append("  (never stored: dropped on arrival by the capacity, or a span < 1 step):")
         other = stats.get("none", math.nan)
         kinds = sorted(
             (k for k in stats if "/" not in k),
             key=lambda k: (k != "none", k),
         )
+        if any(stats[f"dropped/{kind}"] for kind in kinds):  # the legend of "never stored"
+            lines.append("  (never stored: dropped on arrival by the capacity, or a span < 1 step)")
         for kind in kinds:
             mean, count = stats[kind], int(stats[f"count/{kind}"])
             dropped = int(stats[f"dropped/{kind}"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 #: the console script `pyproject.toml` installs
 INSTALLED = "lethe-train"
@@ -37,7 +37,12 @@ def relaunch(distributed: bool) -> str:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """Bad options are answered in one line (no usage block), exit status 2."""
+    """Bad options are answered in one line (no usage block), exit status 2. Options are
+    spelled out: a prefix such as ``--num-env`` is an error, not a silent ``--num-envs``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

@@ -200,6 +200,17 @@ class TrainConfig:
         return cls(**data, memory=memory, algo=algo)
 
 
+def flag_of(section: str, name: str | None = None) -> str:
+    """The command-line flag of a config field: ``flag_of("memory", "span_limit")`` is
+    ``--span-limit``, ``flag_of("memory", "kind")`` ``--memory``, ``flag_of("num_envs")``
+    ``--num-envs`` (a field of `TrainConfig` itself)."""
+    if name is None:
+        section, name = "", section
+    cls = {"": TrainConfig, "memory": MemoryConfig, "algo": AlgoConfig}[section]
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return "--" + field.metadata.get("flag", name).replace("_", "-")
+
+
 def json_object(text: str) -> dict[str, Any]:
     """An option's JSON object of keyword arguments, for argparse's ``type`` (which answers a
     bad one in one line: `argparse.ArgumentTypeError`)."""
@@ -314,10 +325,20 @@ def validate(config: TrainConfig) -> None:
     _require(algo.clip_coef > 0, f"--clip-coef must be > 0, got {algo.clip_coef}")
     _require(config.dist_timeout > 0, f"--dist-timeout must be > 0, got {config.dist_timeout}")
     _require(algo.max_grad_norm > 0, f"--max-grad-norm must be > 0, got {algo.max_grad_norm}")
+    for flag, value in (
+        ("--ent-coef", algo.ent_coef),
+        ("--vf-coef", algo.vf_coef),
+        ("--target-kl", algo.target_kl),
+    ):
+        _require(
+            math.isfinite(value) and value >= 0, f"{flag} must be a finite number >= 0, got {value}"
+        )
 
 
-def advisories(config: TrainConfig) -> list[str]:
+def advisories(config: TrainConfig, world_size: int = 1) -> list[str]:
     """Settings that run but defeat their purpose: one line each (the trainer warns with them).
+
+    A ``--total-steps`` that whole iterations overshoot by more than a tenth is one.
 
     Expire-Span spans learn only while a memory sits in its ramp (age between its span and
     span + ramp). A memory is visible for at most ``capacity`` steps before eviction, so with
@@ -325,6 +346,15 @@ def advisories(config: TrainConfig) -> list[str]:
     gradient and stay where they start (a fixed window, not a learned one).
     """
     mem, out = config.memory, []
+    per_iteration = config.num_envs * config.algo.rollout_steps * world_size
+    whole = -(-config.total_steps // per_iteration) * per_iteration
+    if whole > 1.1 * config.total_steps:  # rounding up to whole iterations adds over 10%
+        processes = f" x {world_size} processes" if world_size > 1 else ""
+        out.append(
+            f"--total-steps {config.total_steps:,} rounds up to whole iterations of "
+            f"{per_iteration:,} steps (--num-envs {config.num_envs} x --rollout-steps "
+            f"{config.algo.rollout_steps}{processes}): the run trains {whole:,} steps"
+        )
     if mem.kind == "expire-span":
         initial = mem.span_init * mem.span_limit
         if mem.capacity <= initial:

@@ -91,6 +91,10 @@ class RunLogger:
     def _start_wandb(
         self, config: dict[str, Any], mode: str, project: str, run_id: str | None
     ) -> None:
+        # W&B takes our top-level package `agents` for the OpenAI Agents SDK and suggests its
+        # LLM tracer (Weave) at every start; its documented switch turns that off (a user's
+        # own WANDB_DISABLE_WEAVE wins).
+        os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
         try:
             import wandb
 

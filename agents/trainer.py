@@ -15,6 +15,7 @@ import random
 import re
 import shutil
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from agents.a2c import a2c_update
 from agents.checkpoint import BEST_NAME, load_checkpoint, save_checkpoint
 from agents.cli import relaunch
-from agents.config import ConfigError, TrainConfig, advisories, validate
+from agents.config import ConfigError, TrainConfig, advisories, env_label, flag_of, validate
 from agents.distributed import (
     SINGLE_PROCESS,
     DistContext,
@@ -149,6 +150,14 @@ def _mean_or_nan(total: float, count: int) -> float:
     return total / count if count else float("nan")
 
 
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _shown(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else "-"
+
+
 class _StopFlag:
     """SIGINT / SIGTERM ask the loop to checkpoint and stop after the current iteration."""
 
@@ -221,33 +230,56 @@ def prepare_run(
         source = Path(fork)
         checkpoint, saved = _read_checkpoint(source, "--fork", world_size)
         saved.run_dir = str(source.parent / f"{source.name}-from{checkpoint['iteration']}")
+        changed = []  # the options the fork changes, as the user gave them
         for key, value in (overrides or {}).items():
             if key in ("memory", "algo"):
                 for sub_key, sub_value in value.items():
+                    before = getattr(getattr(saved, key), sub_key)
+                    if before != sub_value:
+                        changed.append(_as_given(flag_of(key, sub_key), sub_value, before))
                     setattr(getattr(saved, key), sub_key, sub_value)
             else:
+                if key != "run_dir" and getattr(saved, key) != value:
+                    changed.append(_as_given(flag_of(key), value, getattr(saved, key)))
                 setattr(saved, key, value)
         if Path(saved.run_dir).resolve() == source.resolve():
             raise ConfigError(
                 f"--fork {source}: the new run needs its own --run-dir, not {source} "
                 f"(--resume {source} continues that run in place)"
             )
+        if _iterations(saved, world_size) <= checkpoint["iteration"]:
+            raise ConfigError(
+                f"--fork {source}: its checkpoint is at step {checkpoint['global_step']:,}, the "
+                f"end of --total-steps {saved.total_steps:,}, so the fork would train nothing "
+                "(it counts on from the source's steps); allowed: a larger --total-steps"
+            )
         checkpoint["forked_from"] = {
             "run_dir": str(source),
             "iteration": checkpoint["iteration"],
             "global_step": checkpoint["global_step"],
+            "changed": changed,
         }
         config = saved
     elif resume:
         run_dir = Path(config.run_dir)
+        if overwrite:
+            raise ConfigError(
+                f"--resume {run_dir} and --overwrite: give one (--resume continues the run, "
+                "--overwrite starts it over)"
+            )
+        given = (overrides or {}).get("run_dir")
+        if given is not None and Path(given).resolve() != run_dir.resolve():
+            raise ConfigError(
+                f"--resume {run_dir} continues that run in its own directory, not --run-dir "
+                f"{given}; allowed: no --run-dir, or --fork {run_dir} --run-dir {given} for a "
+                "new run from its checkpoint"
+            )
         checkpoint, saved = _read_checkpoint(run_dir, "--resume", world_size)
         for key, value in (overrides or {}).items():
             if key in ("memory", "algo"):
                 for sub_key, sub_value in value.items():
                     if getattr(getattr(saved, key), sub_key) != sub_value:
-                        what = (
-                            "memory kind" if sub_key == "kind" else f"--{sub_key.replace('_', '-')}"
-                        )
+                        what = "memory kind" if sub_key == "kind" else flag_of(key, sub_key)
                         raise ConfigError(
                             f"--resume {run_dir}: the checkpoint was made with {what} "
                             f"{getattr(getattr(saved, key), sub_key)!r}, not {sub_value!r}"
@@ -267,9 +299,23 @@ def prepare_run(
     if not resume and not overwrite and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
             f"run directory {run_dir} already exists; pass --resume {run_dir} to continue "
-            "it, --overwrite to start it over, or another --run-dir"
+            "it, --overwrite to start it over, or another --run-dir (in Python: "
+            "train(config, resume=True), train(config, overwrite=True), config.run_dir)"
         )
     return config, run_dir, checkpoint
+
+
+def _as_given(flag: str, value: Any, before: Any) -> str:
+    """A changed option as typed: ``--gae-lambda 0.9 (was 0.95)``, ``--no-anneal-lr``."""
+    if isinstance(value, bool):
+        return flag if value else f"--no-{flag[2:]}"
+    return f"{flag} {json.dumps(value) if isinstance(value, dict) else value} (was {before})"
+
+
+def _iterations(config: TrainConfig, world_size: int) -> int:
+    """The iterations a run of `config` trains in all (whole rollouts of every process)."""
+    per_iteration = config.num_envs * config.algo.rollout_steps * world_size
+    return max(1, math.ceil(config.total_steps / per_iteration))
 
 
 def train(
@@ -302,8 +348,16 @@ def train(
                 lambda: prepare_run(config, resume, overwrite, overrides, ctx.world_size, fork)
             )
             if ctx.is_main:  # pointed at the caller of `train`, once per run
-                for message in advisories(config):
+                for message in advisories(config, ctx.world_size):
                     warnings.warn(message, stacklevel=2)
+                if resume and checkpoint["iteration"] >= _iterations(config, ctx.world_size):
+                    warnings.warn(
+                        f"{run_dir} has trained its --total-steps {config.total_steps:,} "
+                        f"already (step {checkpoint['global_step']:,}): nothing to train, so "
+                        "the run is evaluated again and summary.json rewritten; a larger "
+                        "--total-steps trains it on",
+                        stacklevel=2,
+                    )
             summary = _train(config, run_dir, checkpoint, ctx, progress)
             # Leave the group together, after rank 0's evaluation and files: a rank that left
             # it while rank 0 still held its connections could abort in gloo's teardown.
@@ -441,8 +495,10 @@ def _load_fork(
     except RuntimeError as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
+        changed = checkpoint["forked_from"].get("changed") or ["none"]
         raise ConfigError(
-            f"--fork {source}: its policy does not fit this run's options ({detail}); "
+            f"--fork {source}: its policy does not fit this run's options (changed: "
+            f"{', '.join(changed)}; {detail}); "
             "allowed: options that keep the network's shapes, such as the update rule's "
             "(--learning-rate, --gae-lambda, ...), the span options, --capacity, --total-steps"
         ) from None
@@ -544,7 +600,7 @@ def _loop(
     algo = config.algo
     update = UPDATES[algo.algo]
     steps_per_iteration = config.num_envs * algo.rollout_steps * ctx.world_size
-    num_iterations = max(1, math.ceil(config.total_steps / steps_per_iteration))
+    num_iterations = _iterations(config, ctx.world_size)
     start_time = time.perf_counter()
     start_step = global_step
     skipped_in_a_row = 0
@@ -628,9 +684,9 @@ def _loop(
             if logger is not None:
                 logger.log(iteration, global_step, metrics)
             bar.update(steps_per_iteration)
-            postfix = {
-                "ret": f"{metrics['charts/episodic_return']:.2f}",
-                "success": f"{metrics['charts/success_rate']:.2f}",
+            postfix = {  # "-": no episode ended this iteration, or the env reports no success
+                "ret": _shown(metrics["charts/episodic_return"]),
+                "success": _shown(metrics["charts/success_rate"]),
                 "sps": f"{metrics['charts/steps_per_second']:.0f}",
             }
             if "charts/curriculum_level" in metrics:  # how far up its curriculum the run is
@@ -684,6 +740,14 @@ def _loop(
     loop_seconds = time.perf_counter() - start_time  # training only: no evaluation in it
     wall_seconds = wall_before + loop_seconds
     this_session_steps = global_step - start_step
+    if progress and config.eval_episodes > 0:  # long tasks take a while: say what runs now
+        also = " and again with the kept best.pt" if best is not None else ""
+        print(
+            f"final evaluation: {config.eval_episodes} episodes of "
+            f"{env_label(eval_env_id(config), eval_env_kwargs(config))}{also}",
+            file=sys.stderr,
+            flush=True,
+        )
     eval_result = (
         _evaluate_apart(policy, config, device, config.seed + FINAL_EVAL_SEED)
         if config.eval_episodes > 0
@@ -714,9 +778,15 @@ def _loop(
         "iterations": iteration,
         "total_env_steps": global_step,
         "wall_seconds": round(wall_seconds, 2),
-        "env_steps_per_second": round(this_session_steps / max(loop_seconds, 1e-9), 1),
-        "final_train": {
-            k: metrics.get(k)
+        # this session's training; a resumed run with nothing left to train: the whole run's
+        "env_steps_per_second": round(
+            this_session_steps / max(loop_seconds, 1e-9)
+            if this_session_steps
+            else global_step / max(wall_seconds, 1e-9),
+            1,
+        ),
+        "final_train": {  # null where no episode ended (strict JSON has no NaN)
+            k: _finite_or_none(metrics.get(k))
             for k in ("charts/episodic_return", "charts/success_rate", "charts/episode_length")
         },
         "eval": eval_result,

@@ -385,9 +385,10 @@ def format_table(results: list[dict[str, Any]], metric: str) -> str:
 
 def main() -> None:
     from agents import AlgoConfig, MemoryConfig
+    from agents.cli import OneLineParser
     from agents.config import ConfigError, env_label, json_object, validate
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="corridor-s")
     parser.add_argument("--memories", default="expire-span,gru,window,full")
     parser.add_argument("--seeds", default="1,2,3")
@@ -464,7 +465,14 @@ def main() -> None:
         try:
             validate(lethe_config(task, memory, seeds[0], args, "unused"))
         except ConfigError as error:
-            parser.error(str(error))
+            given = args.algo_kwargs | args.memory_kwargs
+            hint = (  # validate names train_rl.py's flags: --gamma is the key "gamma" here
+                " (train_rl.py's flag; in --algo-kwargs / --memory-kwargs the key without "
+                "'--', with '_' for '-')"
+                if given
+                else ""
+            )
+            parser.error(f"{error}{hint}")
     if not args.no_sb3:
         learners.append(("sb3-contrib RecurrentPPO (LSTM)", None))
     results = []

@@ -117,11 +117,13 @@ def corridor_layout(length: int, cue: int) -> np.ndarray:
 
 
 def _check_lengths(length: int | None, min_length: int, max_length: int) -> tuple[int, int]:
-    if length is not None:
-        min_length = max_length = length
-    for name, value in (("length", min_length), ("max_length", max_length)):
+    given = (("length", length),) if length is not None else ()
+    given += (("min_length", min_length), ("max_length", max_length))
+    for name, value in given:  # the name the caller used for the bad value
         if not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name}={value!r} is not allowed: it must be an int >= 1")
+    if length is not None:
+        min_length = max_length = length
     if min_length > max_length:
         raise ValueError(
             f"min_length={min_length} > max_length={max_length}: min_length must be <= max_length"

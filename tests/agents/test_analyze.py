@@ -49,6 +49,8 @@ def test_analyze_writes_report_and_heatmaps(
     assert report in out
     for needle in ("memory expire-span", "Layer 0", "Layer 1", "cue_visible", "kept longest"):
         assert needle in report, needle
+    for layer in report.split("Layer ")[1:]:  # the legend of "never stored" only with counts
+        assert ("(never stored:" in layer) == (" never stored)" in layer), layer
     for episode in range(2):
         for name in (f"keep_episode{episode}.png", f"spans_episode{episode}.png"):
             assert (analysis / name).read_bytes()[:4] == b"\x89PNG"

@@ -65,6 +65,9 @@ def assert_one_line_error(status, err, *needles):
         (["--span-use-coef", "-1"], ["--span-use-coef", ">= 0"]),
         (["--span-use-coef", "nan"], ["--span-use-coef", "nan"]),
         (["--span-use-margin", "0.5"], ["--span-use-margin", ">= 1"]),
+        (["--target-kl", "-1"], ["--target-kl", ">= 0"]),
+        (["--ent-coef", "nan"], ["--ent-coef", "nan"]),
+        (["--num-env", "4"], ["--num-env"]),  # a prefix is not taken for --num-envs
         (["--env-kwargs", "[1]"], ["--env-kwargs", "not a JSON object"]),
         (["--env-kwargs", "{slack: 1}"], ["--env-kwargs", "not JSON"]),
         (["--env-kwargs", '{"foo": 1}'], ["CartPole-v1", '{"foo": 1}', "foo"]),
@@ -121,6 +124,23 @@ def test_smoke_run_then_resume_continues(tmp_path, capsys):
     iterations = [json.loads(x)["iteration"] for x in (run_dir / "metrics.jsonl").open()]
     assert iterations == list(range(1, 6))
 
+    # a run at the end of its budget: evaluated again, with a warning saying so
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="has trained its --total-steps 320 already"):
+        assert train_rl.main(["--resume", str(run_dir)]) == 0
+    again = json.loads((run_dir / "summary.json").read_text())
+    assert again["total_env_steps"] == 320 and again["env_steps_per_second"] > 0
+    assert [json.loads(x)["iteration"] for x in (run_dir / "metrics.jsonl").open()] == iterations
+
+    # --resume goes on in place: a fresh start or another directory is refused
+    status, err = run_cli(["--resume", str(run_dir), "--overwrite"], capsys)
+    assert_one_line_error(status, err, "--resume", "--overwrite", "give one")
+    other = tmp_path / "other"
+    status, err = run_cli(["--resume", str(run_dir), "--run-dir", str(other)], capsys)
+    assert_one_line_error(status, err, f"--run-dir {other}", f"--fork {run_dir}")
+    with pytest.warns(UserWarning, match="already"):  # its own directory is fine
+        assert train_rl.main(["--resume", str(run_dir), "--run-dir", str(run_dir)]) == 0
+
     # a checkpoint of another memory kind or env is refused
     status, err = run_cli(["--resume", str(run_dir), "--memory", "lstm"], capsys)
     assert_one_line_error(status, err, "memory kind", "gru", "lstm")
@@ -146,7 +166,17 @@ def test_fork_starts_a_new_run_from_a_checkpoint_with_changed_options(tmp_path, 
     forked = tmp_path / "source-from2"  # the default name: the source's and its iteration
     summary = json.loads((forked / "summary.json").read_text())
     assert summary["total_env_steps"] == 256
-    assert summary["forked_from"] == {"run_dir": str(source), "iteration": 2, "global_step": 128}
+    assert summary["forked_from"] == {
+        "run_dir": str(source),
+        "iteration": 2,
+        "global_step": 128,
+        "changed": [  # as given, in the order given
+            "--total-steps 256 (was 128)",
+            "--gae-lambda 0.9 (was 0.95)",
+            "--learning-rate 0.0001 (was 0.0005)",
+            "--no-anneal-lr",
+        ],
+    }
     config = json.loads((forked / "config.json").read_text())
     assert config["algo"]["gae_lambda"] == 0.9 and config["run_dir"] == str(forked)
     assert config["env"] == "Lethe/Corridor-L100-Curriculum-v0"  # kept from the source
@@ -168,8 +198,12 @@ def test_fork_starts_a_new_run_from_a_checkpoint_with_changed_options(tmp_path, 
 
     # Refused in one line: a network of other shapes, the source itself, both flags.
     status, err = run_cli([*fork, "--width", "24", "--run-dir", str(tmp_path / "w")], capsys)
-    assert_one_line_error(status, err, "--fork", "does not fit", "size mismatch")
+    assert_one_line_error(status, err, "--fork", "does not fit", "--width 24 (was", "size mismatch")
     assert not (tmp_path / "w").exists()
+    # A source at the end of its --total-steps: the fork, counting on, would train nothing.
+    status, err = run_cli(["--fork", str(source), "--run-dir", str(tmp_path / "n")], capsys)
+    assert_one_line_error(status, err, "step 128", "--total-steps 128", "train nothing")
+    assert not (tmp_path / "n").exists()
     status, err = run_cli([*fork, "--run-dir", str(source)], capsys)
     assert_one_line_error(status, err, "its own --run-dir")
     status, err = run_cli([*fork, "--resume", str(source)], capsys)
@@ -178,6 +212,27 @@ def test_fork_starts_a_new_run_from_a_checkpoint_with_changed_options(tmp_path, 
     assert_one_line_error(status, err, "--fork", "no such run directory")
     status, err = run_cli(fork, capsys)  # the default name is taken by the first fork
     assert_one_line_error(status, err, "already exists")
+
+
+def test_summary_is_strict_json_when_no_training_episode_ended(tmp_path, capsys):
+    """64 steps of 400-step Portal episodes: no training episode ends, so the training
+    means are null in summary.json (strict JSON: no NaN) and "-" on the progress bar."""
+    run_dir = tmp_path / "run"
+    args = ["--env", "Lethe/Portal-v0", *TINY, "--total-steps", "64", "--eval-episodes", "0"]
+    assert train_rl.main([*args, "--run-dir", str(run_dir)]) == 0
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"summary.json holds {constant}")
+
+    summary = json.loads((run_dir / "summary.json").read_text(), parse_constant=refuse)
+    assert summary["final_train"] == {
+        "charts/episodic_return": None,
+        "charts/success_rate": None,
+        "charts/episode_length": None,
+    }
+    from agents.trainer import _shown
+
+    assert _shown(float("nan")) == "-" and _shown(0.5) == "0.50"
 
 
 def test_curriculum_level_is_logged_kept_on_resume_and_eval_env_used(tmp_path, capsys):
@@ -309,6 +364,11 @@ def test_a_capacity_that_stops_spans_from_learning_is_warned_about(tmp_path):
     assert "--capacity 8" in message and "8 steps" in message and "> 12" in message
     assert "\n" not in message
     assert advisories(TrainConfig(memory=MemoryConfig(kind="window", capacity=8))) == []
+    # whole iterations overshooting --total-steps by more than a tenth
+    (short,) = advisories(TrainConfig(total_steps=100, num_envs=8))
+    assert short.startswith("--total-steps 100 rounds up") and "trains 512 steps" in short
+    (ranks,) = advisories(TrainConfig(total_steps=2048, num_envs=8), world_size=8)
+    assert "x 8 processes" in ranks and "trains 4,096 steps" in ranks
     result = subprocess.run(
         [sys.executable, str(Path(train_rl.__file__)), "--env", "Lethe/Corridor-S-v0"]
         + ["--capacity", "8", "--total-steps", "64", "--num-envs", "2", "--rollout-steps", "32"]
@@ -365,8 +425,9 @@ def test_a_separate_critic_through_train_heatmaps_resume_and_analyze(tmp_path, c
     assert "ppo / expire-span (separate critic)" in capsys.readouterr().out  # the final table
     assert analyze([str(run_dir), "--episodes", "1"]) == 0
     # a shared-critic run cannot take this checkpoint
-    status, err = run_cli(["--fork", str(run_dir), "--critic", "shared"], capsys)
-    assert_one_line_error(status, err, "does not fit")
+    shared = ["--fork", str(run_dir), "--critic", "shared", "--total-steps", "192"]
+    status, err = run_cli(shared, capsys)
+    assert_one_line_error(status, err, "does not fit", "--critic shared (was separate)")
 
 
 def test_env_kwargs_reach_the_env_the_evaluation_the_summary_and_analyze(tmp_path, capsys):

@@ -6,7 +6,9 @@ import glob
 import inspect
 import json
 import math
+import os
 import struct
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -328,6 +330,26 @@ def test_runlogger_offline_wandb_holds_images_and_histograms(tmp_path: Path) -> 
     logger.close()
     check_media_in_offline_run(tmp_path, step=64)
     assert sorted(p.suffix for p in (tmp_path / "retention").iterdir()) == [".npz", ".png", ".png"]
+
+
+def test_runlogger_start_says_nothing_about_llm_tracing(tmp_path: Path) -> None:
+    """W&B mistakes the package `agents` for the OpenAI Agents SDK and, once per process,
+    advertises its LLM tracer (Weave) on the terminal; a fresh process shows it is off."""
+    code = (
+        "import sys; from pathlib import Path; from agents.logging import RunLogger; "
+        "RunLogger(Path(sys.argv[1]), {}, 'offline', 'lethe-test').close()"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_DISABLE_WEAVE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Weave" not in done.stdout + done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("how", ["disabled", "import fails"])

@@ -76,6 +76,13 @@ def test_bad_step_slack(make):
         make(max_steps=9, slack_steps=2)
 
 
+@pytest.mark.parametrize("make", [CorridorEnv, lambda **k: CorridorVectorEnv(2, **k)])
+@pytest.mark.parametrize("name", ["length", "min_length", "max_length"])
+def test_bad_length_is_named_as_given(make, name):
+    with pytest.raises(ValueError, match=rf"^{name}=-1 is not allowed"):
+        make(**{name: -1})
+
+
 def test_min_above_max_length():
     with pytest.raises(ValueError, match="min_length=9 > max_length=4"):
         CorridorEnv(min_length=9, max_length=4)

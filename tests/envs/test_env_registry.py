@@ -20,6 +20,8 @@ LETHE_IDS = sorted(i for i in gymnasium.registry if i.startswith("Lethe/"))
 
 
 def test_every_declared_id_is_registered():
+    outside = sorted(i for i in REGISTERED_IDS if not i.startswith("Lethe/"))
+    assert not outside, f"ids registered in envs/ belong in the Lethe/ namespace: {outside}"
     assert set(LETHE_IDS) == set(REGISTERED_IDS)
     assert {"Lethe/Corridor-v0", "Lethe/Portal-v0", "Lethe/Corridor-L1000-v0"} <= set(LETHE_IDS)
 
