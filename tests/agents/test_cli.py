@@ -81,6 +81,25 @@ def test_bad_input_is_one_line_and_writes_nothing(args, needles, tmp_path, capsy
     assert not run_dir.exists()
 
 
+def test_help_and_bad_options_come_without_importing_torch():
+    """`--help` and argparse's one-line errors answer at once: torch loads with `train`."""
+    code = textwrap.dedent(
+        """
+        import contextlib, io, sys
+        import train_rl
+        for argv in (["--help"], ["--num-env", "4"]):
+            with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):
+                with contextlib.redirect_stderr(io.StringIO()):
+                    train_rl.main(argv)
+        print("torch" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.stdout.strip() == "False", done.stdout + done.stderr
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda(tmp_path, capsys):
     status, err = run_cli(["--device", "cuda", "--run-dir", str(tmp_path / "r")], capsys)
