@@ -55,7 +55,8 @@ UPDATES: dict[str, Callable[..., dict[str, float]]] = {"ppo": ppo_update, "a2c":
 #: resumed or forked run does not replay the episodes it started with
 ITERATION_SEED_STRIDE = 1_000_003
 
-#: this many updates in a row skipped for a non-finite loss or gradient stop the run
+#: this many iterations in a row with every update skipped (a non-finite loss or gradient)
+#: stop the run
 MAX_SKIPPED_IN_A_ROW = 5
 
 #: fields of a run's config that `--resume` may change; the rest must stay as they were
@@ -697,7 +698,8 @@ def _loop(
             if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
                 bar.close()
                 raise TrainingError(
-                    f"{skipped_in_a_row} updates in a row had a non-finite loss or gradient; "
+                    f"{skipped_in_a_row} iterations in a row had a non-finite loss or "
+                    "gradient in every update; "
                     f"stopped at iteration {iteration}. The last good checkpoint is in {run_dir}; "
                     "try a lower --learning-rate or --max-grad-norm"
                 )

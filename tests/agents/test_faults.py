@@ -355,7 +355,7 @@ def test_nan_rewards_skip_updates_then_stop_with_a_good_checkpoint(
     assert code == 1, err
     last = [line for line in err.splitlines() if line.strip()][-1]
     assert last.startswith("train_rl.py: training stopped:"), err
-    assert f"{MAX_SKIPPED_IN_A_ROW} updates in a row had a non-finite loss" in last
+    assert f"{MAX_SKIPPED_IN_A_ROW} iterations in a row had a non-finite loss" in last
     assert str(run_dir) in last
 
     records = metrics(run_dir)
