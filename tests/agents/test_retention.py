@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import glob
-import inspect
 import json
 import math
-import os
-import struct
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -19,9 +14,9 @@ import matplotlib.colors
 import numpy as np
 import pytest
 import torch
+from wandb_records import check_media_in_offline_run
 
 from agents.config import AlgoConfig, MemoryConfig, TrainConfig
-from agents.logging import RunLogger
 from agents.policy import ActorCritic
 from agents.retention import (
     EVENT_STYLE,
@@ -252,136 +247,7 @@ def test_snapshot_leaves_global_rng_alone(tmp_path: Path) -> None:
     assert torch.equal(torch.rand(3), expected)
 
 
-# ------------------------------------------------------------------------------ W&B offline
-def read_wandb_records(run_dir: Path) -> list[Any]:
-    """The records of the offline run's ``.wandb`` file, parsed with W&B's own protobufs.
-
-    The file is W&B's 7-byte header (``:W&B``, magic, version) then a LevelDB-style log of
-    32 KiB blocks of chunks (crc32, length, type: full / first / middle / last).
-
-    ``run.finish()`` only tells W&B's service process that the run is over
-    (``inform_finish`` is published, not awaited): the service writes the file's last
-    blocks afterwards. Once under load the history was not in the file yet when it was read,
-    so the service is torn down first, which waits for it to flush and exit."""
-    import wandb
-    from wandb.proto import wandb_internal_pb2
-
-    wandb.teardown()
-    (path,) = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "*.wandb"))
-    data = Path(path).read_bytes()
-    assert data[:4] == b":W&B"
-    block, pos, payloads, pending = 32768, 7, [], b""
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if left < 7 or (kind == 0 and length == 0):
-            pos += left  # block trailer / padding
-            continue
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        if kind == 1:
-            payloads.append(chunk)
-        elif kind in (2, 3):
-            pending += chunk
-        elif kind == 4:
-            payloads.append(pending + chunk)
-            pending = b""
-    records = []
-    for payload in payloads:
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
-        records.append(record)
-    return records
-
-
-def wandb_history(run_dir: Path) -> list[dict[str, Any]]:
-    """History rows of the offline run: ``{key: decoded value}`` (nested keys joined by /)."""
-    rows = []
-    for record in read_wandb_records(run_dir):
-        if record.WhichOneof("record_type") == "history":
-            rows.append(
-                {
-                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                    for item in record.history.item
-                }
-            )
-    return rows
-
-
-def check_media_in_offline_run(run_dir: Path, step: int | None = None) -> None:
-    rows = wandb_history(run_dir)
-    media = [r for r in rows if r.get("retention/keep/_type") == "image-file"]
-    assert media, f"no retention images in the W&B history: {rows}"
-    row = media[0] if step is None else next(r for r in media if r["_step"] == step)
-    assert row["retention/spans/_type"] == "image-file"
-    assert row["retention/span_layer0/_type"] == "histogram"
-    assert sum(row["retention/span_layer0/values"]) > 0
-    (offline,) = glob.glob(str(run_dir / "wandb" / "offline-run-*"))
-    for key in ("retention/keep", "retention/spans"):
-        assert (Path(offline) / "files" / row[f"{key}/path"]).is_file()
-
-
-def test_runlogger_offline_wandb_holds_images_and_histograms(tmp_path: Path) -> None:
-    policy = make_policy(kind="expire-span")
-    logger = RunLogger(tmp_path, {"memory": "expire-span"}, "offline", "lethe-test")
-    assert logger.wandb_run is not None
-    images, histograms = retention_snapshot(policy, ENV, CPU, tmp_path / "retention", 64, 1)
-    logger.log(1, 64, {"charts/episodic_return": 0.0})
-    logger.log_media(64, images, histograms)
-    logger.close()
-    check_media_in_offline_run(tmp_path, step=64)
-    assert sorted(p.suffix for p in (tmp_path / "retention").iterdir()) == [".npz", ".png", ".png"]
-
-
-def test_runlogger_start_says_nothing_about_llm_tracing(tmp_path: Path) -> None:
-    """W&B mistakes the package `agents` for the OpenAI Agents SDK and, once per process,
-    advertises its LLM tracer (Weave) on the terminal; a fresh process shows it is off."""
-    code = (
-        "import sys; from pathlib import Path; from agents.logging import RunLogger; "
-        "RunLogger(Path(sys.argv[1]), {}, 'offline', 'lethe-test').close()"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_DISABLE_WEAVE"}
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "Weave" not in done.stdout + done.stderr, done.stderr
-
-
-@pytest.mark.parametrize("how", ["disabled", "import fails"])
-def test_runlogger_without_wandb_keeps_everything_on_disk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
-) -> None:
-    if how == "import fails":
-        monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        logger = RunLogger(tmp_path, {}, "disabled" if how == "disabled" else "offline", "t")
-        images, histograms = retention_snapshot(
-            make_policy(kind="window", window=4), ENV, CPU, tmp_path / "retention", 8, 1
-        )
-        logger.log(1, 8, {"memory/live_layer0": 4.0})
-        logger.log_media(8, images, histograms)
-        logger.close()
-    ours = [w for w in caught if "W&B" in str(w.message)]
-    assert len(ours) == (1 if how == "import fails" else 0), [str(w.message) for w in caught]
-    assert all(path.is_file() for path in images.values())
-    assert json.loads((tmp_path / "metrics.jsonl").read_text())["memory/live_layer0"] == 4.0
-    assert not (tmp_path / "wandb").exists()
-
-
 # ---------------------------------------------------------------------- through the trainer
-def trainer_is_wired() -> bool:
-    import agents.trainer
-
-    source = inspect.getsource(agents.trainer)
-    return "retention_snapshot" in source and "memory_metrics" in source
-
-
 TINY = {
     "env": ENV,
     "num_envs": 2,
@@ -393,7 +259,6 @@ TINY = {
 }
 
 
-@pytest.mark.skipif(not trainer_is_wired(), reason="the trainer hook is not wired yet")
 def test_training_logs_heatmaps_to_offline_wandb_and_disk(tmp_path: Path) -> None:
     from agents.trainer import train
 
@@ -407,7 +272,6 @@ def test_training_logs_heatmaps_to_offline_wandb_and_disk(tmp_path: Path) -> Non
     assert all("memory/live_layer0" in json.loads(line) for line in lines)
 
 
-@pytest.mark.skipif(not trainer_is_wired(), reason="the trainer hook is not wired yet")
 @pytest.mark.parametrize("how", ["disabled", "import fails"])
 def test_training_without_wandb_logs_to_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str

@@ -1,0 +1,71 @@
+"""agents/logging.py: metrics.jsonl and W&B (offline, disabled, or failing to start)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from test_retention import CPU, ENV, make_policy
+from wandb_records import check_media_in_offline_run
+
+from agents.logging import RunLogger
+from agents.retention import retention_snapshot
+
+
+def test_runlogger_offline_wandb_holds_images_and_histograms(tmp_path: Path) -> None:
+    policy = make_policy(kind="expire-span")
+    logger = RunLogger(tmp_path, {"memory": "expire-span"}, "offline", "lethe-test")
+    assert logger.wandb_run is not None
+    images, histograms = retention_snapshot(policy, ENV, CPU, tmp_path / "retention", 64, 1)
+    logger.log(1, 64, {"charts/episodic_return": 0.0})
+    logger.log_media(64, images, histograms)
+    logger.close()
+    check_media_in_offline_run(tmp_path, step=64)
+    assert sorted(p.suffix for p in (tmp_path / "retention").iterdir()) == [".npz", ".png", ".png"]
+
+
+def test_runlogger_start_says_nothing_about_llm_tracing(tmp_path: Path) -> None:
+    """W&B mistakes the package `agents` for the OpenAI Agents SDK and, once per process,
+    advertises its LLM tracer (Weave) on the terminal; a fresh process shows it is off."""
+    code = (
+        "import sys; from pathlib import Path; from agents.logging import RunLogger; "
+        "RunLogger(Path(sys.argv[1]), {}, 'offline', 'lethe-test').close()"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_DISABLE_WEAVE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Weave" not in done.stdout + done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("how", ["disabled", "import fails"])
+def test_runlogger_without_wandb_keeps_everything_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    if how == "import fails":
+        monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logger = RunLogger(tmp_path, {}, "disabled" if how == "disabled" else "offline", "t")
+        images, histograms = retention_snapshot(
+            make_policy(kind="window", window=4), ENV, CPU, tmp_path / "retention", 8, 1
+        )
+        logger.log(1, 8, {"memory/live_layer0": 4.0})
+        logger.log_media(8, images, histograms)
+        logger.close()
+    ours = [w for w in caught if "W&B" in str(w.message)]
+    assert len(ours) == (1 if how == "import fails" else 0), [str(w.message) for w in caught]
+    assert all(path.is_file() for path in images.values())
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["memory/live_layer0"] == 4.0
+    assert not (tmp_path / "wandb").exists()
