@@ -26,7 +26,9 @@ def tiny_run(run_dir: Path, kind: str = "expire-span") -> Path:
             wandb="disabled",
             eval_episodes=0,
             heatmap_every=0,
-            memory=MemoryConfig(kind=kind, width=16, heads=2, capacity=8, window=4),
+            memory=MemoryConfig(
+                kind=kind, width=16, heads=2, capacity=8, span_init=0.0625, window=4
+            ),
             algo=AlgoConfig(rollout_steps=16, num_minibatches=2, update_epochs=1),
         ),
         progress=False,

@@ -46,6 +46,8 @@ TINY_LETHE = [
     *TINY_CORRIDOR,
     "--capacity",
     "8",
+    "--span-init",
+    "0.0625",  # 4 steps: below the capacity, so spans can learn (no advisory warning)
     "--num-minibatches",
     "4",
     "--eval-episodes",

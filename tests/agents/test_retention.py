@@ -254,7 +254,7 @@ TINY = {
     "total_steps": 64,
     "eval_episodes": 0,
     "heatmap_every": 1,
-    "memory": MemoryConfig(capacity=8, **SMALL),
+    "memory": MemoryConfig(capacity=8, span_init=0.0625, **SMALL),  # initial span 4 < 8
     "algo": AlgoConfig(rollout_steps=16, num_minibatches=2, update_epochs=1),
 }
 
