@@ -335,6 +335,16 @@ def validate(config: TrainConfig) -> None:
         )
 
 
+def iteration_steps(config: TrainConfig, world_size: int = 1) -> int:
+    """Env steps of one iteration: a rollout of every env of every process."""
+    return config.num_envs * config.algo.rollout_steps * world_size
+
+
+def iterations(config: TrainConfig, world_size: int = 1) -> int:
+    """The iterations a run of `config` trains in all: whole ones, up to ``--total-steps``."""
+    return max(1, math.ceil(config.total_steps / iteration_steps(config, world_size)))
+
+
 def advisories(config: TrainConfig, world_size: int = 1) -> list[str]:
     """Settings that run but defeat their purpose: one line each (the trainer warns with them).
 
@@ -346,8 +356,8 @@ def advisories(config: TrainConfig, world_size: int = 1) -> list[str]:
     gradient and stay where they start (a fixed window, not a learned one).
     """
     mem, out = config.memory, []
-    per_iteration = config.num_envs * config.algo.rollout_steps * world_size
-    whole = -(-config.total_steps // per_iteration) * per_iteration
+    per_iteration = iteration_steps(config, world_size)
+    whole = iterations(config, world_size) * per_iteration
     if whole > 1.1 * config.total_steps:  # rounding up to whole iterations adds over 10%
         processes = f" x {world_size} processes" if world_size > 1 else ""
         out.append(

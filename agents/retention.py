@@ -329,11 +329,11 @@ def plot_keep(record: EpisodeRetention, path: Path, title: str) -> Path:
 def keep_figure(record: EpisodeRetention, title: str) -> Figure:
     """`plot_keep`'s figure.
 
-    Each event step gets its marker on the diagonal, where it was written. Where the episode
-    has more steps than the heatmap has pixel rows (a 1,000-step corridor), one observation's
-    row would be lost to the image's resampling, so the rows of the event steps are drawn
-    again as lines in the event's colour over the steps they were kept: the cue held for
-    1,000 steps is a line along the bottom.
+    Each event step gets its marker on the diagonal, where it was written. Where a row of the
+    heatmap gets under `MIN_ROW_PIXELS` (long episodes, such as a 1,000-step corridor), one
+    observation's row would be lost to the image's resampling, so the rows of the event steps
+    are drawn again as lines in the event's colour over the steps they were kept: the cue held
+    for 1,000 steps is a line along the bottom.
     """
     n_layers, steps = record.n_layers, record.n_steps
     width, height = 4.4 * n_layers + 1.6, 4.8

@@ -30,7 +30,16 @@ from tqdm.auto import tqdm
 from agents.a2c import a2c_update
 from agents.checkpoint import BEST_NAME, load_checkpoint, save_checkpoint
 from agents.cli import relaunch
-from agents.config import ConfigError, TrainConfig, advisories, env_label, flag_of, validate
+from agents.config import (
+    ConfigError,
+    TrainConfig,
+    advisories,
+    env_label,
+    flag_of,
+    iteration_steps,
+    iterations,
+    validate,
+)
 from agents.distributed import (
     SINGLE_PROCESS,
     DistContext,
@@ -248,7 +257,7 @@ def prepare_run(
                 f"--fork {source}: the new run needs its own --run-dir, not {source} "
                 f"(--resume {source} continues that run in place)"
             )
-        if _iterations(saved, world_size) <= checkpoint["iteration"]:
+        if iterations(saved, world_size) <= checkpoint["iteration"]:
             raise ConfigError(
                 f"--fork {source}: its checkpoint is at step {checkpoint['global_step']:,}, the "
                 f"end of --total-steps {saved.total_steps:,}, so the fork would train nothing "
@@ -313,12 +322,6 @@ def _as_given(flag: str, value: Any, before: Any) -> str:
     return f"{flag} {json.dumps(value) if isinstance(value, dict) else value} (was {before})"
 
 
-def _iterations(config: TrainConfig, world_size: int) -> int:
-    """The iterations a run of `config` trains in all (whole rollouts of every process)."""
-    per_iteration = config.num_envs * config.algo.rollout_steps * world_size
-    return max(1, math.ceil(config.total_steps / per_iteration))
-
-
 def train(
     config: TrainConfig,
     *,
@@ -351,7 +354,7 @@ def train(
             if ctx.is_main:  # pointed at the caller of `train`, once per run
                 for message in advisories(config, ctx.world_size):
                     warnings.warn(message, stacklevel=2)
-                if resume and checkpoint["iteration"] >= _iterations(config, ctx.world_size):
+                if resume and checkpoint["iteration"] >= iterations(config, ctx.world_size):
                     warnings.warn(
                         f"{run_dir} has trained its --total-steps {config.total_steps:,} "
                         f"already (step {checkpoint['global_step']:,}): nothing to train, so "
@@ -600,8 +603,8 @@ def _loop(
     policy = unwrap(model)
     algo = config.algo
     update = UPDATES[algo.algo]
-    steps_per_iteration = config.num_envs * algo.rollout_steps * ctx.world_size
-    num_iterations = _iterations(config, ctx.world_size)
+    steps_per_iteration = iteration_steps(config, ctx.world_size)
+    num_iterations = iterations(config, ctx.world_size)
     start_time = time.perf_counter()
     start_step = global_step
     skipped_in_a_row = 0
