@@ -321,9 +321,15 @@ def validate(config: TrainConfig) -> None:
         )
     _require(0 < algo.gamma <= 1, f"--gamma must be in (0, 1], got {algo.gamma}")
     _require(0 <= algo.gae_lambda <= 1, f"--gae-lambda must be in [0, 1], got {algo.gae_lambda}")
-    _require(algo.learning_rate > 0, f"--learning-rate must be > 0, got {algo.learning_rate}")
+    _require(
+        math.isfinite(algo.learning_rate) and algo.learning_rate > 0,
+        f"--learning-rate must be a finite number > 0, got {algo.learning_rate}",
+    )
     _require(algo.clip_coef > 0, f"--clip-coef must be > 0, got {algo.clip_coef}")
-    _require(config.dist_timeout > 0, f"--dist-timeout must be > 0, got {config.dist_timeout}")
+    _require(
+        math.isfinite(config.dist_timeout) and config.dist_timeout > 0,
+        f"--dist-timeout must be a finite number > 0, got {config.dist_timeout}",
+    )
     _require(algo.max_grad_norm > 0, f"--max-grad-norm must be > 0, got {algo.max_grad_norm}")
     for flag, value in (
         ("--ent-coef", algo.ent_coef),

@@ -7,7 +7,7 @@ from torch import nn
 
 from agents.config import AlgoConfig
 from agents.distributed import mean_over_ranks
-from agents.losses import apply_gradients, evaluate_rollout, masked_mean, normalize
+from agents.losses import Evaluation, apply_gradients, evaluate_rollout, masked_mean, normalize
 from agents.rollout import Rollout
 
 
@@ -35,30 +35,20 @@ def ppo_update(
             advantages = rollout.advantages[:, env_idx]
             if config.normalize_advantages:
                 advantages = normalize(advantages, mask)
-            log_ratio = new.logprobs - old_logprobs
-            ratio = log_ratio.exp()
-            policy_loss = masked_mean(
-                torch.max(
-                    -advantages * ratio,
-                    -advantages * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef),
-                ),
+            loss, (policy_loss, value_loss, entropy) = ppo_loss(
+                new,
+                old_logprobs,
+                rollout.values[:, env_idx],
+                advantages,
+                rollout.returns[:, env_idx],
                 mask,
-            )
-            returns, old_values = rollout.returns[:, env_idx], rollout.values[:, env_idx]
-            value_error = (new.values - returns) ** 2
-            if config.clip_value_loss:
-                clipped = old_values + (new.values - old_values).clamp(
-                    -config.clip_coef, config.clip_coef
-                )
-                value_error = torch.max(value_error, (clipped - returns) ** 2)
-            value_loss = 0.5 * masked_mean(value_error, mask)
-            entropy = masked_mean(new.entropy, mask)
-            loss = (
-                policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss + new.aux_loss
+                config,
             )
             taken, grad_norm = apply_gradients(policy, optimizer, loss, config.max_grad_norm)
             skipped += not taken
             with torch.no_grad():
+                log_ratio = new.logprobs - old_logprobs
+                ratio = log_ratio.exp()
                 approx_kl = masked_mean((ratio - 1) - log_ratio, mask)
                 clip_fraction = masked_mean(((ratio - 1).abs() > config.clip_coef).float(), mask)
             for key, value in (
@@ -80,3 +70,37 @@ def ppo_update(
     out["losses/skipped_updates"] = float(skipped)
     out["losses/updates"] = float(len(stats["losses/grad_norm"]))
     return out
+
+
+def ppo_loss(
+    new: Evaluation,
+    old_logprobs: torch.Tensor,
+    old_values: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    config: AlgoConfig,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """PPO's loss on one minibatch: the total and its policy, value and entropy terms.
+
+    The clipped surrogate takes the pessimistic (larger) of the unclipped and clipped terms;
+    the value loss, with ``clip_value_loss``, the larger of the unclipped error and the error
+    of a value kept within ``clip_coef`` of the rollout's. All are means over `mask`; the
+    memory's auxiliary loss is added to the total as it is.
+    """
+    ratio = (new.logprobs - old_logprobs).exp()
+    policy_loss = masked_mean(
+        torch.max(
+            -advantages * ratio,
+            -advantages * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef),
+        ),
+        mask,
+    )
+    value_error = (new.values - returns) ** 2
+    if config.clip_value_loss:
+        clipped = old_values + (new.values - old_values).clamp(-config.clip_coef, config.clip_coef)
+        value_error = torch.max(value_error, (clipped - returns) ** 2)
+    value_loss = 0.5 * masked_mean(value_error, mask)
+    entropy = masked_mean(new.entropy, mask)
+    loss = policy_loss - config.ent_coef * entropy + config.vf_coef * value_loss + new.aux_loss
+    return loss, (policy_loss, value_loss, entropy)

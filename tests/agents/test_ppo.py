@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from agents.config import AlgoConfig, MemoryConfig
-from agents.losses import evaluate_rollout
+from agents.losses import Evaluation, evaluate_rollout
 from agents.policy import ActorCritic
-from agents.ppo import ppo_update
+from agents.ppo import ppo_loss, ppo_update
 from agents.rollout import RolloutCollector
 from agents.vec import make_vector_env
 
@@ -104,3 +104,52 @@ def test_a_separate_critic_shares_no_features_with_the_policy(kind):
         moved = {n for n, p in policy.named_parameters() if p.grad is not None and p.grad.any()}
         assert moved, loss_of
         assert moved <= critic_side if loss_of == "values" else not moved & critic_side
+
+
+def evaluation(logprobs, values, entropy=(0.0,), aux=0.0):
+    """An `Evaluation` of the given per-step numbers, one env, [T, 1] each."""
+    column = lambda x: torch.as_tensor(x, dtype=torch.float64).reshape(-1, 1)  # noqa: E731
+    return Evaluation(column(logprobs), column(entropy), column(values), torch.tensor(aux))
+
+
+def test_clipped_surrogate_takes_the_pessimistic_term():
+    # ratios 1.5 and 0.5 with advantages +1 and -1, clip 0.2, worked out by hand:
+    # A=+1, r=1.5: max(-1.5, -1.2) = -1.2   A=+1, r=0.5: max(-0.5, -0.8) = -0.5
+    # A=-1, r=1.5: max(1.5, 1.2) = 1.5      A=-1, r=0.5: max(0.5, 0.8) = 0.8
+    ratios = torch.tensor([1.5, 0.5, 1.5, 0.5], dtype=torch.float64)
+    new = evaluation(ratios.log(), [0.0] * 4, [0.0] * 4)
+    zeros = torch.zeros(4, 1, dtype=torch.float64)
+    advantages = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=torch.float64).reshape(4, 1)
+    mask = torch.ones(4, 1, dtype=torch.bool)
+    config = AlgoConfig(clip_coef=0.2, ent_coef=0.0, vf_coef=0.0)
+    loss, (policy_loss, _, _) = ppo_loss(new, zeros, zeros, advantages, zeros, mask, config)
+    assert policy_loss.item() == pytest.approx((-1.2 - 0.5 + 1.5 + 0.8) / 4)
+    assert loss.item() == pytest.approx(policy_loss.item())
+
+
+def test_value_loss_clips_to_the_larger_error_and_masks():
+    # old value 0, clip 0.2. New 1.0, return 0.5: unclipped 0.25, clipped (0.2 - 0.5)^2 =
+    # 0.09, larger 0.25. New 0.3, return 1.0: unclipped 0.49, clipped 0.64, larger 0.64.
+    # The third step is masked out (a reset step) and would add 100.
+    new = evaluation([0.0] * 3, [1.0, 0.3, 10.0], [0.0] * 3)
+    zeros = torch.zeros(3, 1, dtype=torch.float64)
+    returns = torch.tensor([0.5, 1.0, 0.0], dtype=torch.float64).reshape(3, 1)
+    mask = torch.tensor([True, True, False]).reshape(3, 1)
+    clipped = AlgoConfig(clip_coef=0.2, ent_coef=0.0, vf_coef=1.0)
+    _, (_, value_loss, _) = ppo_loss(new, zeros, zeros, zeros, returns, mask, clipped)
+    assert value_loss.item() == pytest.approx(0.5 * (0.25 + 0.64) / 2)
+    unclipped = AlgoConfig(clip_coef=0.2, clip_value_loss=False, ent_coef=0.0, vf_coef=1.0)
+    _, (_, value_loss, _) = ppo_loss(new, zeros, zeros, zeros, returns, mask, unclipped)
+    assert value_loss.item() == pytest.approx(0.5 * (0.25 + 0.49) / 2)
+
+
+def test_total_adds_the_terms_with_their_signs():
+    # ratio 1, advantage 2: policy term -2. Value 1 against return 0: value term 0.5.
+    # Entropy 0.7 is a bonus (subtracted); the memory's aux loss 0.3 is added as it is.
+    new = evaluation([0.0], [1.0], [0.7], aux=0.3)
+    zero = torch.zeros(1, 1, dtype=torch.float64)
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    config = AlgoConfig(ent_coef=0.1, vf_coef=0.5)
+    loss, terms = ppo_loss(new, zero, zero, zero + 2.0, zero, mask, config)
+    assert [t.item() for t in terms] == pytest.approx([-2.0, 0.5, 0.7])
+    assert loss.item() == pytest.approx(-2.0 - 0.1 * 0.7 + 0.5 * 0.5 + 0.3)

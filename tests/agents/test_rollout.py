@@ -68,6 +68,26 @@ def test_reset_steps_episode_starts_and_stats():
     assert (stats.success_count, stats.success_sum) == (5, 5)
 
 
+class GoalOnTheLastStep(CounterEnv):
+    """Ends terminated and truncated at once: the goal reached on the time limit's step."""
+
+    def step(self, action):
+        obs, reward, terminated, _, info = super().step(action)
+        return obs, reward, terminated, terminated, info
+
+
+def test_termination_wins_when_truncation_comes_on_the_same_step():
+    envs = gym.vector.SyncVectorEnv([lambda: GoalOnTheLastStep(2, terminate=True)])
+    env = TorchVectorEnv(envs, torch.device("cpu"))
+    policy = ActorCritic(env.obs_spaces, 2, MemoryConfig(kind="none", width=8))
+    collector = RolloutCollector(env, policy, num_steps=6, device=torch.device("cpu"), seed=0)
+    rollout, _ = collector.collect(gamma=0.9, gae_lambda=1.0)
+    assert rollout.terminated[:, 0].tolist() == [False, True, False] * 2
+    assert rollout.dones[:, 0].tolist() == [False, True, False] * 2
+    # no bootstrap from the final observation: the episode is over
+    assert torch.isclose(rollout.advantages[1, 0], 1 - rollout.values[1, 0])
+
+
 def test_memory_carries_across_chunks():
     envs = gym.vector.SyncVectorEnv([lambda: CounterEnv(5, terminate=True)])
     env = TorchVectorEnv(envs, torch.device("cpu"))

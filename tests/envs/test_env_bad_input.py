@@ -83,6 +83,13 @@ def test_bad_length_is_named_as_given(make, name):
         make(**{name: -1})
 
 
+@pytest.mark.parametrize("make", [CorridorEnv, lambda **k: CorridorVectorEnv(2, **k)])
+@pytest.mark.parametrize("value", [-0.5, float("nan")])
+def test_bad_progress_reward(make, value):
+    with pytest.raises(ValueError, match=rf"progress_reward={value} .*>= 0"):
+        make(progress_reward=value)
+
+
 def test_min_above_max_length():
     with pytest.raises(ValueError, match="min_length=9 > max_length=4"):
         CorridorEnv(min_length=9, max_length=4)

@@ -26,6 +26,32 @@ def test_every_declared_id_is_registered():
     assert {"Lethe/Corridor-v0", "Lethe/Portal-v0", "Lethe/Corridor-L1000-v0"} <= set(LETHE_IDS)
 
 
+#: what the README's table of environments promises: corridor lengths (shortest, longest)
+DOCUMENTED_LENGTHS = {
+    "Lethe/Corridor-v0": (5, 50),
+    "Lethe/Corridor-S-v0": (5, 10),
+    "Lethe/Corridor-L100-v0": (100, 100),
+    "Lethe/Corridor-L500-v0": (500, 500),
+    "Lethe/Corridor-L1000-v0": (1000, 1000),
+}
+
+
+@pytest.mark.parametrize(("env_id", "lengths"), DOCUMENTED_LENGTHS.items())
+def test_corridors_have_their_documented_lengths(env_id, lengths):
+    env = gymnasium.make(env_id).unwrapped
+    assert (env.min_length, env.max_length) == lengths
+    twin = gymnasium.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point")
+    assert (twin.min_length, twin.max_length) == lengths
+
+
+def test_portals_have_their_documented_rooms():
+    """Portal-v0: 4 rooms; Portal-Hard-v0: 6 rooms and longer hallways (README's table)."""
+    portal = gymnasium.make("Lethe/Portal-v0").unwrapped.geometry
+    hard = gymnasium.make("Lethe/Portal-Hard-v0").unwrapped.geometry
+    assert (portal.num_rooms, hard.num_rooms) == (4, 6)
+    assert hard.hallway_length > portal.hallway_length
+
+
 @pytest.mark.parametrize("env_id", LETHE_IDS)
 def test_env_checkers(env_id):
     env = gymnasium.make(env_id)

@@ -96,6 +96,7 @@ def test_unknown_option_names_it_and_lists_allowed() -> None:
     [
         ("expire-span", {"capacity": 0}, "capacity must be an integer >= 1, got 0"),
         ("expire-span", {"ramp": 64, "max_span": 32}, "ramp=64 must be <= max_span=32"),
+        ("expire-span", {"ramp": 33, "max_span": 32}, "ramp=33 must be <= max_span=32"),
         ("expire-span", {"d_model": 10, "n_heads": 4}, "n_heads=4 must divide d_model=10"),
         ("expire-span", {"init_span_fraction": 1.5}, r"init_span_fraction must be in \(0, 1\)"),
         ("expire-span", {"pre_div": 0.0}, "pre_div must be a finite number > 0"),
@@ -121,3 +122,8 @@ def test_every_kind_is_buildable_with_defaults() -> None:
     for kind in KINDS:
         core = make_memory(kind, 4)
         assert core.output_dim > 0
+
+
+def test_a_ramp_as_long_as_the_span_limit_is_allowed() -> None:
+    core = make_memory("expire-span", 4, d_model=8, n_heads=2, capacity=4, max_span=8, ramp=8)
+    assert core.output_dim > 0

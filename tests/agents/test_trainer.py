@@ -1,0 +1,65 @@
+"""What a resumed or forked run takes from the checkpoint: the optimiser's moments, the RNG
+state, and fresh envs seeded apart from the episodes the run has played."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_run import QUIET, TINY_CORRIDOR
+
+import train_rl
+from agents import trainer
+from agents.checkpoint import load_checkpoint
+
+#: 8 envs x 16 steps: 128 steps an iteration
+RUN = [*TINY_CORRIDOR, *QUIET, "--eval-episodes", "0", "--checkpoint-every", "1"]
+#: optimiser steps an iteration: PPO's 4 epochs of 8 minibatches (one env each)
+UPDATES = 4 * 8
+
+
+@pytest.fixture
+def collectors(monkeypatch) -> list[dict]:
+    """Each `RolloutCollector` the trainer makes: its env seed and the torch RNG state then."""
+    made: list[dict] = []
+
+    class Recording(trainer.RolloutCollector):
+        def __init__(self, *args, **kwargs):
+            made.append({"seed": kwargs["seed"], "rng": torch.get_rng_state()})
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "RolloutCollector", Recording)
+    return made
+
+
+def adam_steps(run_dir: Path) -> set[int]:
+    """The step counts of the Adam moments in `run_dir`'s checkpoint (one per parameter)."""
+    state = load_checkpoint(run_dir)["optimizer"]["state"]
+    return {int(s["step"]) for s in state.values()}
+
+
+def test_resume_restores_optimizer_and_rng_and_reseeds_the_envs(tmp_path, collectors):
+    run_dir = tmp_path / "run"
+    assert train_rl.main([*RUN, "--total-steps", "256", "--run-dir", str(run_dir)]) == 0
+    saved = load_checkpoint(run_dir)
+    (before,) = adam_steps(run_dir)
+    assert before == 2 * UPDATES
+
+    assert train_rl.main(["--resume", str(run_dir), "--total-steps", "384"]) == 0
+    assert adam_steps(run_dir) == {before + UPDATES}  # the moments went on, not restarted
+    first, resumed = collectors
+    # the resumed run draws its actions from where the interrupted one stopped ...
+    assert torch.equal(resumed["rng"], saved["rng"]["torch"])
+    assert not torch.equal(resumed["rng"], first["rng"])
+    # ... and its fresh envs do not replay the episodes the run started with
+    assert resumed["seed"] != first["seed"]
+
+
+def test_fork_keeps_the_optimizer_moments_and_reseeds(tmp_path, collectors):
+    source = tmp_path / "source"
+    assert train_rl.main([*RUN, "--total-steps", "256", "--run-dir", str(source)]) == 0
+    (before,) = adam_steps(source)
+    fork = tmp_path / "fork"
+    args = ["--fork", str(source), "--total-steps", "384", "--ent-coef", "0.02"]
+    assert train_rl.main([*args, "--run-dir", str(fork)]) == 0
+    assert adam_steps(fork) == {before + UPDATES}
+    assert collectors[1]["seed"] != collectors[0]["seed"]
