@@ -55,7 +55,9 @@ def evaluate(
         n = min(remaining, MAX_EVAL_ENVS)
         env = make_vector_env(env_id, n, device, policy.reads_previous_action_reward, env_kwargs)
         try:
-            obs, _ = env.reset(seed=seed + round_index)
+            # env i of a round is seeded seed + i (Gymnasium's vector envs): rounds apart by
+            # MAX_EVAL_ENVS, so that no episode is played twice
+            obs, _ = env.reset(seed=seed + round_index * MAX_EVAL_ENVS)
             state = policy.initial_state(n, device)
             start = torch.ones(n, dtype=torch.bool, device=device)
             active = torch.ones(n, dtype=torch.bool, device=device)

@@ -282,10 +282,38 @@ def _update_worker(rank: int, port: int, out_dir: str) -> None:
     (Path(out_dir) / f"nan{rank}.json").write_text(
         json.dumps({"taken": taken, "unchanged": unchanged, "then": metrics["losses/grad_norm"]})
     )
+    _reductions(rank, ctx, model, Path(out_dir))
     # Leave together, as `train` does (DistContext.barrier): a collective's tensors released by
     # gloo's thread during the interpreter's shutdown abort the process (SIGABRT, seen in CI).
     dist.barrier()
     dist.destroy_process_group()
+
+
+#: What each rank reduces in `_reductions` (rank 1's values differ from rank 0's in every field).
+RANK_EPISODES = [
+    (1, 2.0, 10.0, 1, 1.0),
+    (3, -1.0, 30.0, 2, 0.0, 1, 0.5, 1, 1.0),
+]
+RANK_METRICS = [{"b": 10.0, "a": 1.0}, {"b": 20.0, "a": 3.0}]
+
+
+def _reductions(rank: int, ctx: Any, model: torch.nn.Module, out_dir: Path) -> None:
+    """The small reductions of a run: `DistContext.sum`, PPO's `mean_over_ranks` (the KL
+    stop) and the trainer's episode sums and metric means, on values that differ by rank."""
+    from agents.distributed import mean_over_ranks
+    from agents.rollout import EpisodeStats
+    from agents.trainer import _reduce_over_ranks
+
+    episodes, metrics = _reduce_over_ranks(
+        EpisodeStats(*RANK_EPISODES[rank]), RANK_METRICS[rank], ctx
+    )
+    result = {
+        "sum": ctx.sum([1.0 + rank, 10.0 * rank]),
+        "mean": mean_over_ranks(model, 1.0 + 2.0 * rank),
+        "episodes": list(episodes),
+        "metrics": metrics,
+    }
+    (out_dir / f"reductions{rank}.json").write_text(json.dumps(result))
 
 
 def _concat(a: Any, b: Any) -> Any:
@@ -299,12 +327,19 @@ def _concat(a: Any, b: Any) -> Any:
     return type(a)(**fields)
 
 
-def test_ddp_update_equals_one_process_on_both_ranks_data(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def update_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The files of one 2-process `_update_worker` run (read by more than one test)."""
+    out_dir = tmp_path_factory.mktemp("update")
+    spawn(_update_worker, str(out_dir))
+    return out_dir
+
+
+def test_ddp_update_equals_one_process_on_both_ranks_data(update_run: Path) -> None:
     from agents.a2c import a2c_update
     from agents.ppo import ppo_update
 
-    spawn(_update_worker, str(tmp_path))
-    ranks = [torch.load(tmp_path / f"update{r}.pt", weights_only=False) for r in range(2)]
+    ranks = [torch.load(update_run / f"update{r}.pt", weights_only=False) for r in range(2)]
     for name, update in (("a2c", a2c_update), ("ppo", ppo_update)):
         both = _concat(ranks[0][name]["rollout"], ranks[1][name]["rollout"])
         policy, _ = _policy_and_rollout(seed=7, env_seed=100)
@@ -318,9 +353,27 @@ def test_ddp_update_equals_one_process_on_both_ranks_data(tmp_path: Path) -> Non
         assert moved, f"{name}: the update changed nothing, the comparison would be empty"
 
     for rank in range(2):
-        nan = json.loads((tmp_path / f"nan{rank}.json").read_text())
+        nan = json.loads((update_run / f"nan{rank}.json").read_text())
         assert nan["taken"] is False and nan["unchanged"] is True, (rank, nan)
         assert nan["then"] is not None and nan["then"] == nan["then"]  # a finite step followed
+
+
+def test_reductions_sum_episodes_and_average_metrics_over_ranks(update_run: Path) -> None:
+    """Hand-summed: episode statistics add up over the ranks (the logged episode counts and
+    returns are of both ranks' envs), loss metrics and PPO's KL are averaged (not summed: the
+    same number on every rank stays that number), and every rank gets the same result."""
+    from agents.rollout import EpisodeStats
+
+    both = [
+        a + b
+        for a, b in zip(
+            EpisodeStats(*RANK_EPISODES[0]), EpisodeStats(*RANK_EPISODES[1]), strict=True
+        )
+    ]
+    assert both == [4, 1.0, 40.0, 3, 1.0, 1, 0.5, 1, 1.0]
+    expected = {"sum": [3.0, 10.0], "mean": 2.0, "episodes": both, "metrics": {"a": 2.0, "b": 15.0}}
+    for rank in range(2):
+        assert json.loads((update_run / f"reductions{rank}.json").read_text()) == expected, rank
 
 
 # --- 4. a killed rank ends the run with an error, not a hang ----------------------------------

@@ -109,6 +109,22 @@ def test_capacity_evicts_and_full_memory_keeps_everything() -> None:
     assert np.isinf(full.span).all()
 
 
+def test_a_memory_never_stored_has_no_span() -> None:
+    """Span 0 and ramp 1: expiry w + 0 + 1 is not after step w + 1, so no memory is stored.
+
+    Every span is NaN, also at step 0, where the empty slots' write step 0 equals the step:
+    a slot counts as observation i's only while it is alive.
+    """
+    policy = make_policy(kind="expire-span", capacity=4, span_limit=100, ramp=1)
+    with torch.no_grad():
+        for name, parameter in policy.named_parameters():
+            if "span" in name:  # sigmoid(-1e4) is 0 exactly: span 0
+                parameter.fill_(0.0 if name.endswith("weight") else -1e4)
+    record = long_episode(policy, min_steps=3)
+    assert np.isnan(record.span).all(), record.span[:, :3]
+    np.testing.assert_array_equal(record.keep[0], np.eye(record.n_steps, dtype=np.float32))
+
+
 def test_events_and_actions_replay_the_episode() -> None:
     policy = make_policy(kind="window", window=4)
     record = track_episode(policy, ENV, CPU, seed=5)
@@ -214,6 +230,16 @@ def _record(steps: int, cue_kept: int) -> EpisodeRetention:
         seed=0,
         env_id=ENV,
     )
+
+
+def test_kept_to_end_reads_the_episode_last_step() -> None:
+    """Hand-worked on `_record`'s band (kept 5 steps after its own): at the last step t = 9
+    rows 4..9 are visible, not row 3 (dropped at t = 9) nor the cue (kept to t = 8 only);
+    the step before the last (t = 8) would answer differently for rows 0, 3 and 9."""
+    record = _record(10, cue_kept=8)
+    expected = np.array([[False, False, False, False, True, True, True, True, True, True]])
+    np.testing.assert_array_equal(record.kept_to_end(), expected)
+    np.testing.assert_array_equal(record.kept_steps()[0, [0, 3, 9]], [8, 5, 0])
 
 
 def _event_lines(record: EpisodeRetention) -> list[np.ndarray]:
