@@ -69,3 +69,27 @@ def test_runlogger_without_wandb_keeps_everything_on_disk(
     assert all(path.is_file() for path in images.values())
     assert json.loads((tmp_path / "metrics.jsonl").read_text())["memory/live_layer0"] == 4.0
     assert not (tmp_path / "wandb").exists()
+
+
+def test_scalars_reach_wandb_at_the_env_step_and_disk_as_strict_json(tmp_path: Path) -> None:
+    """W&B's x axis is the env step (``_step``), not the iteration; a NaN (no episode ended)
+    is ``null`` in metrics.jsonl, which strict JSON readers accept, and numpy scalars are
+    plain numbers."""
+    import numpy as np
+    from wandb_records import wandb_history
+
+    logger = RunLogger(tmp_path, {}, "offline", "lethe-test")
+    logger.log(1, 64, {"charts/episodic_return": float("nan"), "losses/kl": np.float32(0.5)})
+    logger.log(2, 128, {"charts/episodic_return": 1.0, "losses/kl": np.float64(0.25)})
+    logger.close()
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line, parse_constant=refuse) for line in lines]
+    assert [r["charts/episodic_return"] for r in rows] == [None, 1.0]
+    assert [r["losses/kl"] for r in rows] == [0.5, 0.25]
+    assert [(r["iteration"], r["global_step"]) for r in rows] == [(1, 64), (2, 128)]
+    history = [r for r in wandb_history(tmp_path) if "losses/kl" in r]
+    assert [r["_step"] for r in history] == [64, 128]

@@ -1,6 +1,7 @@
 """What a resumed or forked run takes from the checkpoint: the optimiser's moments, the RNG
 state, and fresh envs seeded apart from the episodes the run has played."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from tiny_run import QUIET, TINY_CORRIDOR
 
 import train_rl
 from agents import trainer
-from agents.checkpoint import load_checkpoint
+from agents.checkpoint import load_checkpoint, save_checkpoint
 
 #: 8 envs x 16 steps: 128 steps an iteration
 RUN = [*TINY_CORRIDOR, *QUIET, "--eval-episodes", "0", "--checkpoint-every", "1"]
@@ -63,3 +64,52 @@ def test_fork_keeps_the_optimizer_moments_and_reseeds(tmp_path, collectors):
     assert train_rl.main([*args, "--run-dir", str(fork)]) == 0
     assert adam_steps(fork) == {before + UPDATES}
     assert collectors[1]["seed"] != collectors[0]["seed"]
+
+
+def metric_rows(run_dir: Path, key: str) -> list:
+    return [json.loads(line)[key] for line in (run_dir / "metrics.jsonl").open()]
+
+
+def test_learning_rate_falls_linearly_from_the_first_iteration(tmp_path):
+    """4 iterations: the rate of iteration i (from 1) is ``lr * (1 - (i - 1) / 4)``."""
+    run_dir = tmp_path / "run"
+    args = [*RUN, "--total-steps", "512", "--learning-rate", "1e-3", "--run-dir", str(run_dir)]
+    assert train_rl.main(args) == 0
+    assert metric_rows(run_dir, "charts/learning_rate") == pytest.approx(
+        [1e-3, 7.5e-4, 5e-4, 2.5e-4]
+    )
+
+
+def test_checkpoints_every_n_iterations_and_at_the_end(tmp_path, monkeypatch):
+    saved = []
+
+    def recording(run_dir, payload, *args):
+        if "iteration" in payload and not args:  # the run's checkpoint, not the kept policy
+            saved.append(payload["iteration"])
+        return save_checkpoint(run_dir, payload, *args)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", recording)
+    run = [*RUN, "--checkpoint-every", "2", "--total-steps", "640"]  # 5 iterations
+    assert train_rl.main([*run, "--run-dir", str(tmp_path / "run")]) == 0
+    assert saved == [2, 4, 5]
+
+
+def test_a_good_iteration_resets_the_count_of_skipped_ones(tmp_path, monkeypatch):
+    """Every other iteration skips all its updates: never MAX_SKIPPED_IN_A_ROW in a row, so
+    the run finishes, however many are skipped in all."""
+    real, calls = trainer.UPDATES["ppo"], []
+
+    def every_other_skipped(*args):
+        metrics = real(*args)
+        calls.append(None)
+        if len(calls) % 2:
+            metrics["losses/skipped_updates"] = metrics["losses/updates"]
+        return metrics
+
+    monkeypatch.setitem(trainer.UPDATES, "ppo", every_other_skipped)
+    iterations = 2 * trainer.MAX_SKIPPED_IN_A_ROW + 1
+    run_dir = tmp_path / "run"
+    run = [*RUN, "--total-steps", str(128 * iterations), "--run-dir", str(run_dir)]
+    assert train_rl.main(run) == 0
+    skipped = metric_rows(run_dir, "losses/skipped_updates")
+    assert len(skipped) == iterations and sum(s > 0 for s in skipped) > trainer.MAX_SKIPPED_IN_A_ROW

@@ -194,3 +194,27 @@ def test_a_twin_registered_as_a_class_is_used():
 def test_env_kwargs_the_learner_sets_are_refused_by_name(key, owner):
     with pytest.raises(ConfigError, match=f"'{key}' is not allowed: it is set by {owner}"):
         make_vector_env("Lethe/Corridor-S-v0", 1, CPU, env_kwargs={key: 2})
+
+
+def test_rewards_come_as_float32_and_done_flags_as_bool():
+    """A Gymnasium vector env's rewards are float64 numpy: on the device they are float32,
+    the dtype of the values they are compared with in GAE."""
+    envs = gym.vector.SyncVectorEnv([lambda: EchoEnv(2, terminate=True)] * 2)
+    env = TorchVectorEnv(envs, CPU)
+    env.reset(seed=0)
+    _, reward, terminated, truncated, _ = env.step(torch.tensor([0, 1]))
+    assert reward.dtype == torch.float32 and reward.tolist() == [10.0, 11.0]
+    assert terminated.dtype == truncated.dtype == torch.bool
+    env.close()
+
+
+def test_a_same_step_autoreset_vector_env_is_refused_in_one_line():
+    """The rollout relies on NEXT_STEP (the step after a done step resets); SAME_STEP would
+    silently mix the final observation with the next episode's first."""
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: EchoEnv(2, terminate=True)] * 2, autoreset_mode=same_step
+    )
+    with pytest.raises(ConfigError, match=r"autoreset mode .*SAME_STEP.* allowed: NEXT_STEP"):
+        TorchVectorEnv(envs, CPU)
+    envs.close()

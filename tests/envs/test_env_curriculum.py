@@ -322,3 +322,116 @@ def test_bad_room_curriculum_arguments(cls, kwargs, message):
     args = (4,) if cls is PortalVectorEnv else ()
     with pytest.raises(ValueError, match=message):
         cls(*args, num_rooms=4, **kwargs)
+
+
+# ---- the rule itself, at its thresholds, in both implementations ---------------------------
+def _rule_state(level: int, batched: bool, num_envs: int = 2):
+    """A bare holder of the curriculum's state (4-episode blocks, advance at >= 0.75, retreat
+    below 0.5, start 2), as `init_curriculum` and `init_batched_counts` set it on an env."""
+    from types import SimpleNamespace
+
+    from envs.curriculum import init_batched_counts, init_curriculum
+
+    env = SimpleNamespace()
+    init_curriculum(env, 2, 4, 0.75, 0.5, 9, "max_level")
+    if batched:
+        init_batched_counts(env, level, num_envs, torch.device("cpu"))
+    else:
+        env.curriculum_level = level
+    return env
+
+
+# (level each ending episode was drawn at, success), blocks of 4 at the current level. At 5:
+# 3 of 4, exactly the success threshold: up to 6; two episodes drawn at 5 end after the rise
+# and do not count. At 6: 2 of 4, exactly the retreat threshold: holds; then 1 of 4: back to
+# 5. Then 0 of 4 at 5, 4 and 3: down to 2, the start; 0 of 4 at 2: stays there.
+RULE_STREAM = (
+    [(5, True)] * 3
+    + [(5, False)]
+    + [(5, False), (5, False)]
+    + [(6, True)] * 2
+    + [(6, False)] * 2
+    + [(6, True)]
+    + [(6, False)] * 3
+    + [(5, False)] * 4
+    + [(4, False)] * 4
+    + [(3, False)] * 4
+    + [(2, False)] * 4
+)
+RULE_LEVELS = [5] * 3 + [6] * 10 + [5] * 4 + [4] * 4 + [3] * 4 + [2] * 5
+
+
+def _steps(env):
+    def grow(level):
+        return (level + 1).clamp(max=9) if isinstance(level, torch.Tensor) else min(level + 1, 9)
+
+    def shrink(level):
+        start = env.curriculum_start
+        return (
+            (level - 1).clamp(min=start)
+            if isinstance(level, torch.Tensor)
+            else max(level - 1, start)
+        )
+
+    return grow, shrink
+
+
+def test_the_rule_at_its_thresholds_minigrid():
+    from envs.curriculum import count_episode
+
+    env, levels = _rule_state(5, batched=False), []
+    for drawn_at, success in RULE_STREAM:
+        env._episode_level = drawn_at
+        info = {}
+        count_episode(env, info, success, *_steps(env))
+        assert info["curriculum_level"] == drawn_at
+        levels.append(env.curriculum_level)
+    assert levels == RULE_LEVELS
+
+
+def test_the_rule_at_its_thresholds_twin():
+    """The same stream through `count_episodes`: each episode ends in env 1 while env 0,
+    drawn at level 1, runs on (not done: never counted)."""
+    from envs.curriculum import count_episodes
+
+    env, levels = _rule_state(5, batched=True), []
+    done = torch.tensor([False, True])
+    for drawn_at, success in RULE_STREAM:
+        env._episode_level = torch.tensor([1, drawn_at])
+        info = {}
+        count_episodes(env, info, done, torch.tensor([True, success]), *_steps(env))
+        assert info["curriculum_level"].tolist() == [1, drawn_at]
+        assert info["_curriculum_level"].tolist() == [False, True]
+        levels.append(int(env.curriculum_level))
+    assert levels == RULE_LEVELS
+
+
+def test_the_twin_skips_ending_episodes_of_an_earlier_level_in_the_same_step():
+    """Four envs end together, two drawn at the current level (both succeed) and two at an
+    earlier one (both fail): the block counts 2 of 2, not 2 of 4."""
+    from envs.curriculum import count_episodes
+
+    env = _rule_state(5, batched=True, num_envs=4)
+    env._episode_level = torch.tensor([5, 4, 5, 4])
+    done, success = torch.ones(4, dtype=torch.bool), torch.tensor([True, False, True, False])
+    count_episodes(env, {}, done, success, *_steps(env))
+    assert (int(env._level_episodes), int(env._level_successes)) == (2, 2)
+    count_episodes(env, {}, done, success, *_steps(env))  # 4 of 4: up
+    assert int(env.curriculum_level) == 6 and int(env._level_episodes) == 0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PortalEnv(**ROOMS, curriculum_start=2),
+        lambda: PortalVectorEnv(4, **ROOMS, curriculum_start=2),
+    ],
+)
+def test_portal_rooms_fall_no_lower_than_the_start_and_rise_no_higher_than_num_rooms(make):
+    from envs.portal import _room_steps
+
+    env = make()
+    grow, shrink = _room_steps(env)
+    as_level = (lambda n: torch.tensor(n)) if isinstance(env, PortalVectorEnv) else int
+    assert [int(shrink(as_level(n))) for n in (3, 2)] == [2, 2]
+    assert [int(grow(as_level(n))) for n in (2, 3)] == [3, 3]
