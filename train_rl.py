@@ -4,6 +4,7 @@
     python train_rl.py --env Lethe/Portal-v0 --algo a2c --memory window --num-envs 512
     python train_rl.py --resume runs/Lethe_Corridor-Curriculum-v0-ppo-expire-span-s1
     python train_rl.py analyze runs/Lethe_Corridor-Curriculum-v0-ppo-expire-span-s1  # heatmaps
+    python train_rl.py evaluate runs/Lethe_Corridor-Curriculum-v0-ppo-expire-span-s1 --episodes 1000
 
 Every option is a field of the dataclasses in `agents/config.py`; `--help` lists them all.
 """
@@ -51,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog(),
         description="Train an A2C / PPO agent whose recurrent core is an Expire-Span memory.",
-        epilog=f"{prog()} analyze RUN_DIR plays a trained run's policy and reports what its "
-        f"memory keeps, with heatmaps (see {prog()} analyze --help).",
+        epilog=f"{prog()} evaluate RUN_DIR plays a trained run's policy on fresh episodes and "
+        f"reports its return and success; {prog()} analyze RUN_DIR reports what its memory "
+        f"keeps, with heatmaps (see {prog()} evaluate --help, {prog()} analyze --help).",
         argument_default=argparse.SUPPRESS,  # only explicit options override (matters for --resume)
     )
     for title, section, cls in SECTIONS:
@@ -125,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         from agents.analyze import main as analyze_main
 
         return analyze_main(argv[1:])
+    if argv[:1] == ["evaluate"]:
+        from agents.evaluate import main as evaluate_main
+
+        return evaluate_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     config, overrides = config_from_args(args)

@@ -22,12 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from agents.cli import OneLineParser, prog
-from agents.config import DEVICES, ConfigError, TrainConfig, env_label, json_object
-from agents.evaluate import eval_env_id, eval_env_kwargs
-from agents.policy import ActorCritic
+from agents.cli import OneLineParser, prog, run_subcommand
+from agents.config import ConfigError, env_label
+from agents.evaluate import add_policy_arguments, load_policy
 from agents.retention import (
     MAX_TRACKED_STEPS,
     EpisodeRetention,
@@ -42,6 +40,8 @@ from envs.events import EVENT_NAMES
 TOP_KEPT = 8
 #: episode seeds start here past the run's seed, away from training and evaluation seeds
 SEED_OFFSET = 77_777
+#: the memory kinds whose state holds one memory per stored observation
+PER_OBSERVATION_KINDS = ("expire-span", "window", "full")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,98 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Play a trained agent and show what its memory keeps: retention heatmaps, "
         "spans by event, and a text report in RUN_DIR/analysis/.",
     )
-    parser.add_argument("run_dir", type=Path, help="a run directory holding checkpoint.pt")
-    parser.add_argument(
-        "--checkpoint",
-        default="last",
-        choices=("last", "best"),
-        help="the policy to play: last (checkpoint.pt) or best (best.pt, kept by runs with "
-        "--eval-every; default last)",
-    )
-    parser.add_argument("--episodes", type=int, default=5, help="episodes to play (default 5)")
-    parser.add_argument(
-        "--env", default=None, help="env id to play (default: the run's --eval-env, else --env)"
-    )
-    parser.add_argument(
-        "--env-kwargs",
-        type=json_object,
-        default=None,
-        metavar="JSON",
-        help="keyword arguments for the env's constructor (default: the run's eval env kwargs "
-        "when playing its eval env, none for another --env)",
-    )
-    parser.add_argument(
-        "--device", default="cpu", choices=DEVICES, help="torch device (default cpu)"
-    )
+    add_policy_arguments(parser, default_episodes=5, seed_offset=SEED_OFFSET)
     parser.add_argument(
         "--max-steps",
         type=int,
         default=MAX_TRACKED_STEPS,
         help=f"cut each episode after this many steps (default {MAX_TRACKED_STEPS})",
     )
-    parser.add_argument(
-        "--seed", type=int, default=None, help="first episode seed (default: run seed + 77777)"
-    )
     return parser
-
-
-def played_env_kwargs(
-    config: TrainConfig, env_id: str, given: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Keyword arguments for the env `analyze` plays: ``given`` (``--env-kwargs``), else the
-    run's eval env kwargs when it plays the run's eval env, none for another id."""
-    if given is not None:
-        return given
-    return eval_env_kwargs(config) if env_id == eval_env_id(config) else {}
-
-
-def load_policy(
-    run_dir: Path,
-    device_name: str,
-    env_id: str | None,
-    checkpoint: str = "last",
-    env_kwargs: dict[str, Any] | None = None,
-) -> tuple[ActorCritic, TrainConfig, dict[str, Any], str, dict[str, Any], torch.device]:
-    """(policy on device, config, checkpoint payload, env id, env kwargs, device) of a run
-    directory; ``checkpoint``: ``"last"`` (``checkpoint.pt``) or ``"best"`` (``best.pt``); the
-    env kwargs are `played_env_kwargs` (``env_kwargs``: ``--env-kwargs``).
-
-    Raises `ConfigError` (one line) for a missing / corrupt run directory, a core without
-    per-observation memory, an unknown env or a checkpoint that does not fit the env."""
-    from agents.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint
-    from agents.trainer import resolve_device
-    from agents.vec import make_vector_env
-
-    try:
-        payload = load_checkpoint(run_dir, BEST_NAME if checkpoint == "best" else CHECKPOINT_NAME)
-    except ConfigError as error:
-        raise ConfigError(str(error).replace("--resume ", "", 1)) from None
-    try:
-        config = TrainConfig.from_dict(payload["config"])
-    except (TypeError, AttributeError) as error:
-        raise ConfigError(f"{run_dir}: checkpoint config is not readable ({error})") from None
-    if config.memory.kind not in ("expire-span", "window", "full"):
-        raise ConfigError(
-            f"{run_dir}: memory kind {config.memory.kind!r} keeps no per-observation memories; "
-            "allowed: expire-span, window, full"
-        )
-    device = resolve_device(device_name)
-    env_id = env_id or eval_env_id(config)
-    env_kwargs = played_env_kwargs(config, env_id, env_kwargs)
-    env = make_vector_env(env_id, 1, device, config.memory.previous_action_reward, env_kwargs)
-    try:
-        policy = ActorCritic(env.obs_spaces, int(env.single_action_space.n), config.memory)
-    finally:
-        env.close()
-    try:
-        policy.load_state_dict(payload["policy"])
-    except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise ConfigError(
-            f"{run_dir}: the checkpoint does not fit env {env_id} ({first})"
-        ) from None
-    policy.to(device).eval()
-    return policy, config, payload, env_id, env_kwargs, device
 
 
 def report(records: Sequence[EpisodeRetention], header: Sequence[str], top: int = TOP_KEPT) -> str:
@@ -209,14 +125,14 @@ def analyze(
     """Play, write ``RUN_DIR/analysis/`` and return the report; `ConfigError` on bad input.
 
     ``checkpoint``: ``"last"`` or ``"best"`` (the policy `--eval-every` kept); ``env_kwargs``:
-    see `played_env_kwargs`."""
+    see `agents.evaluate.played_env_kwargs`."""
     run_dir = Path(run_dir)
     if episodes < 1:
         raise ConfigError(f"--episodes must be a positive integer, got {episodes}")
     if max_steps < 1:
         raise ConfigError(f"--max-steps must be a positive integer, got {max_steps}")
     policy, config, payload, env_id, env_kwargs, torch_device = load_policy(
-        run_dir, device, env_id, checkpoint, env_kwargs
+        run_dir, device, env_id, checkpoint, env_kwargs, kinds=PER_OBSERVATION_KINDS
     )
     first_seed = config.seed + SEED_OFFSET if seed is None else seed
     out_dir = run_dir / "analysis"
@@ -225,7 +141,7 @@ def analyze(
         record = track_episode(
             policy, env_id, torch_device, first_seed + episode, max_steps, env_kwargs
         )
-        assert record is not None  # checked by load_policy
+        assert record is not None  # a per-observation memory: checked by load_policy
         records.append(record)
         title = episode_title(record, f"checkpoint step {payload['global_step']:,}")
         write_retention_files(record, out_dir, f"episode{episode}", title)
@@ -241,12 +157,8 @@ def analyze(
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: ``analyze RUN_DIR [--episodes N] [--env ID] [--device D]``; exit status."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as stop:  # --help (0) or a bad option (2, one line already printed)
-        return int(stop.code or 0)
-    try:
+
+    def body(args: argparse.Namespace) -> int:
         text = analyze(
             args.run_dir,
             args.episodes,
@@ -257,12 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint,
             args.env_kwargs,
         )
-    except ConfigError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
-    print(text, end="")
-    print(f"pictures and arrays in {args.run_dir / 'analysis'}")
-    return 0
+        print(text, end="")
+        print(f"pictures and arrays in {args.run_dir / 'analysis'}")
+        return 0
+
+    return run_subcommand(build_parser(), argv, body)
 
 
 if __name__ == "__main__":

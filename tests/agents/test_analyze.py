@@ -6,39 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_run import train_tiny
 
 from agents.analyze import main
-from agents.config import AlgoConfig, MemoryConfig, TrainConfig
 
 ENV = "Lethe/Corridor-S-v0"
 
 
-def tiny_run(run_dir: Path, kind: str = "expire-span") -> Path:
-    """A run trained for one short iteration (a few seconds)."""
-    from agents.trainer import train
-
-    train(
-        TrainConfig(
-            env=ENV,
-            num_envs=2,
-            total_steps=32,
-            run_dir=str(run_dir),
-            wandb="disabled",
-            eval_episodes=0,
-            heatmap_every=0,
-            memory=MemoryConfig(
-                kind=kind, width=16, heads=2, capacity=8, span_init=0.0625, window=4
-            ),
-            algo=AlgoConfig(rollout_steps=16, num_minibatches=2, update_epochs=1),
-        ),
-        progress=False,
-    )
-    return run_dir
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_run(tmp_path_factory.mktemp("analyze") / "run")
+    return train_tiny(tmp_path_factory.mktemp("analyze") / "run")
 
 
 def test_analyze_writes_report_and_heatmaps(
@@ -63,7 +40,7 @@ def test_analyze_writes_report_and_heatmaps(
 def test_analyze_window_run_with_env_and_device(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = tiny_run(tmp_path / "window", kind="window")
+    run = train_tiny(tmp_path / "window", kind="window")
     args = [str(run), "--episodes", "1", "--env", "Lethe/Corridor-v0", "--device", "cpu"]
     assert main(args) == 0
     assert "memory window, env Lethe/Corridor-v0" in capsys.readouterr().out
@@ -72,7 +49,7 @@ def test_analyze_window_run_with_env_and_device(
 def test_analyze_plays_with_env_kwargs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--env-kwargs`` reach the env it plays: with a slack of 1 step on Corridor-S (lengths 5
     to 10) every tracked episode ends within 13 steps."""
-    run = tiny_run(tmp_path / "window", kind="window")
+    run = train_tiny(tmp_path / "window", kind="window")
     args = [str(run), "--episodes", "3", "--env", "Lethe/Corridor-S-v0"]
     assert main([*args, "--env-kwargs", '{"slack_steps": 1}']) == 0
     assert 'env Lethe/Corridor-S-v0 {"slack_steps": 1},' in capsys.readouterr().out
@@ -119,6 +96,6 @@ def test_bad_options_exit_2_in_one_line(
     assert main([str(trained), "--device", "tpu"]) == 2
     one_line_error(capsys)
 
-    gru = tiny_run(tmp_path / "gru", kind="gru")
+    gru = train_tiny(tmp_path / "gru", kind="gru")
     assert main([str(gru)]) == 2
     assert "keeps no per-observation memories" in one_line_error(capsys)

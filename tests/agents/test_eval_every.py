@@ -13,7 +13,7 @@ from tiny_run import QUIET, TINY_CORRIDOR
 import train_rl
 from agents import analyze
 from agents.checkpoint import BEST_NAME, load_checkpoint, save_checkpoint
-from agents.evaluate import evaluate
+from agents.evaluate import evaluate, load_policy
 from agents.trainer import PERIODIC_EVAL_SEED
 
 SEED = 7
@@ -80,11 +80,19 @@ def test_best_policy_is_the_best_scoring_one_and_is_judged_again(tmp_path: Path)
     assert summary["best"]["eval"]["episodes"] == 6
     # best.pt holds the policy as it was then: with greedy actions, its evaluation on the
     # periodic episodes gives the score it was chosen for.
-    policy, *_ = analyze.load_policy(run_dir, "cpu", None, "best")
+    policy, *_ = load_policy(run_dir, "cpu", None, "best")
     again = evaluate(
         policy, "Lethe/Corridor-S-v0", 6, torch.device("cpu"), SEED + PERIODIC_EVAL_SEED, True
     )
     assert again == best["eval"]
+    # So does `train_rl.py evaluate` on those episodes (greedy: the run's --eval-deterministic).
+    out = tmp_path / "best_eval.json"
+    episodes = ["--episodes", "6", "--seed", str(SEED + PERIODIC_EVAL_SEED), "--no-progress"]
+    command = ["evaluate", str(run_dir), "--checkpoint", "best", *episodes, "--out", str(out)]
+    assert train_rl.main(command) == 0
+    played = json.loads(out.read_text())
+    assert played["eval"] == best["eval"] and played["deterministic"] is True
+    assert played["global_step"] == best["global_step"]
 
 
 def test_resume_keeps_the_best_so_far(tmp_path: Path) -> None:

@@ -8,18 +8,22 @@ sign of the return. The dynamics ignore the action, so any policy gives the same
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from tiny_run import train_tiny
 
 import agents.evaluate
-from agents.config import MemoryConfig
-from agents.evaluate import CHECK_EVERY, evaluate
+import train_rl
+from agents.config import MemoryConfig, TrainConfig
+from agents.evaluate import CHECK_EVERY, FRESH_SEED_OFFSET, evaluate
 from agents.policy import ActorCritic
 
 ENV_ID = "LetheTest/Scripted-v0"
@@ -180,3 +184,94 @@ def test_more_episodes_than_envs_run_in_rounds(monkeypatch):
     assert result["mean_return"] == pytest.approx(np.mean([sum(r) for r, _, _ in played]))
     assert result["mean_length"] == pytest.approx(np.mean([len(r) for r, _, _ in played]))
     assert result["success_rate"] == pytest.approx(np.mean([s for _, s, _ in played]))
+
+
+# ---- `train_rl.py evaluate RUN_DIR` ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("evaluate") / "run")
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert captured.out == ""
+    return lines[0]
+
+
+def test_evaluate_command_reports_and_writes_json_the_same_each_time(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval.json"
+    args = ["evaluate", str(trained), "--episodes", "6", "--out", str(out)]
+    assert train_rl.main(args) == 0
+    captured = capsys.readouterr()
+    assert "6/6" in captured.err  # the progress bar of the episodes
+    seed = TrainConfig().seed + FRESH_SEED_OFFSET  # episodes the run never played
+    for needle in (
+        "policy        last, step 32",
+        "env           Lethe/Corridor-S-v0",
+        f"episodes      6 (seeds from {seed})",
+        "actions       sampled",
+        "success rate  ",
+        f"written to {out}",
+    ):
+        assert needle in captured.out, captured.out
+    played = json.loads(out.read_text())
+    assert played["eval"]["episodes"] == 6 and played["seed"] == seed
+    assert (played["checkpoint"], played["global_step"], played["env_id"]) == (
+        "last",
+        32,
+        "Lethe/Corridor-S-v0",
+    )
+    assert train_rl.main([*args, "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+    assert json.loads(out.read_text()) == played  # sampled actions, from the seed
+    assert train_rl.main([*args, "--seed", "3", "--deterministic"]) == 0
+    greedy = json.loads(out.read_text())
+    assert greedy["seed"] == 3 and greedy["deterministic"] is True
+
+
+def test_evaluate_plays_with_env_kwargs_and_any_memory_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A GRU run (which analyze refuses: no per-observation memories) evaluates; with a slack
+    of 1 step on Corridor-S (lengths 5 to 10) no episode lasts more than 11 steps."""
+    from agents.evaluate import main
+
+    gru = train_tiny(tmp_path / "gru", kind="gru")
+    out = tmp_path / "eval.json"
+    slack = ["--env-kwargs", '{"slack_steps": 1}', "--no-progress"]
+    assert main([str(gru), "--episodes", "8", *slack, "--out", str(out)]) == 0
+    played = json.loads(out.read_text())
+    assert played["env_kwargs"] == {"slack_steps": 1} and played["eval"]["mean_length"] <= 11
+    assert 'env           Lethe/Corridor-S-v0 {"slack_steps": 1}' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--episodes", "0"], "--episodes must be a positive integer, got 0"),
+        (["--episodes", "many"], "--episodes"),
+        (["--checkpoint", "best"], "no best.pt in it (it is written by runs with --eval-every)"),
+        (["--env", "Lethe/Nope-v0"], "unknown env id"),
+        (["--env-kwargs", "slack=1"], "--env-kwargs"),
+        (["--device", "tpu"], "--device"),
+        (["--out", "/nowhere/eval.json"], "--out /nowhere/eval.json: no such directory /nowhere"),
+    ],
+)
+def test_evaluate_bad_input_is_one_line_and_exit_2(
+    trained: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    assert train_rl.main(["evaluate", str(trained), *args]) == 2
+    assert needle in one_line_error(capsys)
+
+
+def test_evaluate_bad_run_dirs_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert train_rl.main(["evaluate", str(tmp_path / "nowhere")]) == 2
+    assert "no such run directory" in one_line_error(capsys)
+    assert train_rl.main(["evaluate", str(tmp_path)]) == 2
+    assert "no checkpoint.pt" in one_line_error(capsys)

@@ -71,7 +71,7 @@ def test_trained_agent_keeps_the_cue_until_the_junction(trained_ppo: tuple[Path,
     cue observation is still in memory (mask > 0) when the agent reaches the junction, and
     the cue's predicted span exceeds that of the corridor steps without an event.
     """
-    from agents.analyze import load_policy
+    from agents.evaluate import load_policy
     from agents.retention import track_episode
 
     run_dir, _ = trained_ppo
