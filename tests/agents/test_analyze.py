@@ -99,3 +99,68 @@ def test_bad_options_exit_2_in_one_line(
     gru = train_tiny(tmp_path / "gru", kind="gru")
     assert main([str(gru)]) == 2
     assert "keeps no per-observation memories" in one_line_error(capsys)
+
+
+def test_analyze_plays_the_seeds_and_steps_it_is_given(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--seed 5 --episodes 2`` plays seeds 5 and 6; ``--max-steps 3`` cuts each episode
+    after 3 steps (the untrained policy's episodes are far longer)."""
+    assert main([str(trained), "--episodes", "2", "--seed", "5", "--max-steps", "3"]) == 0
+    assert "2 episode(s), seeds 5..6, lengths 3, 3 (mean 3.0) steps" in capsys.readouterr().out
+    for episode, seed in enumerate((5, 6)):
+        arrays = np.load(trained / "analysis" / f"retention_episode{episode}.npz")
+        assert int(arrays["seed"]) == seed and arrays["events"].shape == (3,)
+    assert main([str(trained), "--max-steps", "0"]) == 2
+    assert "--max-steps must be a positive integer, got 0" in one_line_error(capsys)
+
+
+def test_report_by_hand() -> None:
+    """The report of three hand-made episodes (one layer): spans by event over the stored
+    observations, their ratio to steps without an event, the never-stored count, and the
+    observations kept longest, "still kept at the episode end" only before the last step."""
+    from agents.analyze import report
+    from agents.retention import EpisodeRetention
+
+    def episode(seed: int, keep: list, span: list, events: list) -> EpisodeRetention:
+        n = len(events)
+        return EpisodeRetention(
+            "expire-span",
+            np.asarray(keep, np.float32)[None],
+            np.asarray([span], np.float32),
+            np.asarray(events),
+            np.full(n, -1),
+            4.0,
+            seed,
+            ENV,
+        )
+
+    # episode 0: the cue (event 1) kept to the end; step 1 dropped at once; step 2 kept from
+    # step 3, the last; step 3 (event 5, the correct arm) is the last step itself.
+    first = episode(
+        11, [[1, 1, 1, 1], [0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], [12, 2, 4, 6], [1, 0, 0, 5]
+    )
+    # episodes 1 and 2: step 0 never stored (NaN span), step 1 the last
+    rest = [episode(seed, [[1, 0], [0, 1]], [np.nan, 3], [0, 0]) for seed in (12, 13)]
+    assert report([first, *rest], ["header"]) == (
+        "header\n"
+        "3 episode(s), seeds 11..13, lengths 4, 2, 2 (mean 2.7) steps\n"
+        "\n"
+        "Layer 0\n"
+        "  mean predicted span of the stored observations (n), by their step's event\n"
+        "  (never stored: dropped on arrival by the capacity, or a span < 1 step)\n"
+        "    none              n=4      span       3.0 (2 never stored)\n"
+        "    correct_arm       n=1      span       6.0  (2.00x steps without an event)\n"
+        "    cue_visible       n=1      span      12.0  (4.00x steps without an event)\n"
+        "  kept longest (steps in memory after its own step):\n"
+        "    1. episode 0 step 0     cue_visible       kept 3 steps, still kept at the episode "
+        "end (span 12.0)\n"
+        "    2. episode 0 step 2     none              kept 1 steps, still kept at the episode "
+        "end (span 4.0)\n"
+        "    3. episode 0 step 3     correct_arm       kept 0 steps (span 6.0)\n"
+        "    4. episode 1 step 1     none              kept 0 steps (span 3.0)\n"
+        "    5. episode 2 step 1     none              kept 0 steps (span 3.0)\n"
+        "    6. episode 0 step 1     none              kept 0 steps (span 2.0)\n"
+        "    7. episode 1 step 0     none              kept 0 steps (span nan)\n"
+        "    8. episode 2 step 0     none              kept 0 steps (span nan)\n"
+    )

@@ -30,7 +30,8 @@ TINY = [
 
 
 def run_cli(args, capsys):
-    """Run `train_rl.main` in-process; returns (exit status, stderr)."""
+    """Run `train_rl.main` in-process; returns (exit status, its stderr)."""
+    capsys.readouterr()  # what earlier calls printed is not this call's
     with pytest.raises(SystemExit) as exit_info:
         train_rl.main(args)
     return exit_info.value.code, capsys.readouterr().err
@@ -40,6 +41,8 @@ def assert_one_line_error(status, err, *needles):
     assert status == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines[-1].startswith("train_rl.py: error:"), err
+    # one line: before it at most warnings (one line each), no usage block, no traceback
+    assert all(line.startswith("train_rl.py: warning:") for line in lines[:-1]), err
     assert "Traceback" not in err
     for needle in needles:
         assert needle in lines[-1], lines[-1]

@@ -275,3 +275,22 @@ def test_evaluate_bad_run_dirs_are_one_line_and_exit_2(
     assert "no such run directory" in one_line_error(capsys)
     assert train_rl.main(["evaluate", str(tmp_path)]) == 2
     assert "no checkpoint.pt" in one_line_error(capsys)
+
+
+def test_a_curriculum_run_plays_its_task_with_its_kwargs_and_another_env_without(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By default a run on a -Curriculum id is played on the task it teaches, with the run's
+    env kwargs; ``--env`` another id plays it without them (they were the run's env's)."""
+    run = train_tiny(
+        tmp_path / "run", env="Lethe/Corridor-Curriculum-v0", env_kwargs={"slack_steps": 2}
+    )
+    out = tmp_path / "eval.json"
+    common = [str(run), "--episodes", "2", "--no-progress", "--out", str(out)]
+    assert train_rl.main(["evaluate", *common]) == 0
+    played = json.loads(out.read_text())
+    assert (played["env_id"], played["env_kwargs"]) == ("Lethe/Corridor-v0", {"slack_steps": 2})
+    assert train_rl.main(["evaluate", *common, "--env", "Lethe/Corridor-S-v0"]) == 0
+    played = json.loads(out.read_text())
+    assert (played["env_id"], played["env_kwargs"]) == ("Lethe/Corridor-S-v0", {})
+    capsys.readouterr()

@@ -19,14 +19,21 @@ TINY_CORRIDOR = [
 QUIET = ["--heatmap-every", "0", "--wandb", "disabled", "--no-progress"]
 
 
-def train_tiny(run_dir: Path, kind: str = "expire-span") -> Path:
-    """A run of Lethe/Corridor-S-v0 trained for one short iteration (a few seconds)."""
+def train_tiny(
+    run_dir: Path,
+    kind: str = "expire-span",
+    env: str = "Lethe/Corridor-S-v0",
+    env_kwargs: dict | None = None,
+) -> Path:
+    """A run trained for one short iteration (a few seconds), by default of
+    Lethe/Corridor-S-v0."""
     from agents.config import AlgoConfig, MemoryConfig, TrainConfig
     from agents.trainer import train
 
     train(
         TrainConfig(
-            env="Lethe/Corridor-S-v0",
+            env=env,
+            env_kwargs=env_kwargs or {},
             num_envs=2,
             total_steps=32,
             run_dir=str(run_dir),
