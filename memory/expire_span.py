@@ -1,8 +1,9 @@
 """Expire-Span memory core (Sukhbaatar et al., 2021): every memory gets a learned expiry.
 
 Per layer, a memory written at step ``w`` from hidden ``h`` gets the span
-``e = L * sigmoid(span_predictor(norm(h)) / pre_div)`` (``L = max_span``, the bias initialised so
-that ``e = init_span_fraction * L``), is attended with the soft mask
+``e = L * sigmoid(a . norm(h) / pre_div + b)`` (``a``, ``b``: the span predictor's weights and
+bias, ``b`` initialised so that ``e = init_span_fraction * L``; ``L = max_span``), is attended
+with the soft mask
 ``m = clamp(1 + (e - (t - w)) / R, 0, 1)`` (``R = ramp``), and is dropped from its slot once the
 mask is 0 for good. ``sequence`` returns the paper's auxiliary span loss
 ``span_loss_coef * sum_i e_i / (T * B)`` over the chunk's ``T * B`` memories, summed over

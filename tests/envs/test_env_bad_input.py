@@ -95,11 +95,40 @@ def test_min_above_max_length():
         CorridorEnv(min_length=9, max_length=4)
 
 
+@pytest.mark.parametrize("make", [CorridorEnv, lambda **k: CorridorVectorEnv(2, **k)])
+def test_min_length_one_above_max_length(make):
+    """The boundary: no length lies in [5, 4]."""
+    with pytest.raises(ValueError, match="min_length=5 > max_length=4"):
+        make(min_length=5, max_length=4)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        CorridorEnv,
+        lambda **k: CorridorVectorEnv(2, **k),
+        PortalEnv,
+        lambda **k: PortalVectorEnv(2, **k),
+    ],
+)
+def test_max_steps_zero(make):
+    """An episode must be allowed at least one step."""
+    with pytest.raises(ValueError, match=r"max_steps=0 .*>= 1"):
+        make(max_steps=0)
+
+
 @pytest.mark.parametrize("make", [PortalEnv, lambda **k: PortalVectorEnv(2, **k)])
 @pytest.mark.parametrize("num_rooms", [0, -1])
 def test_num_rooms_below_one(make, num_rooms):
     with pytest.raises(ValueError, match=rf"num_rooms={num_rooms} .*int >= 1"):
         make(num_rooms=num_rooms)
+
+
+@pytest.mark.parametrize("make", [PortalEnv, lambda **k: PortalVectorEnv(2, **k)])
+def test_negative_hallway_length(make):
+    """Hallways may be empty (0 cells) but not shorter."""
+    with pytest.raises(ValueError, match=r"hallway_length=-1 .*int >= 0"):
+        make(hallway_length=-1)
 
 
 @pytest.mark.parametrize("make", [CorridorEnv, PortalEnv, lambda **k: CorridorVectorEnv(2, **k)])

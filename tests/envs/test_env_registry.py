@@ -15,6 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from envs import REGISTERED_IDS
 from envs.grid import BatchedGridVectorEnv
+from envs.portal import PortalEnv
 
 LETHE_IDS = sorted(i for i in gymnasium.registry if i.startswith("Lethe/"))
 
@@ -50,6 +51,55 @@ def test_portals_have_their_documented_rooms():
     hard = gymnasium.make("Lethe/Portal-Hard-v0").unwrapped.geometry
     assert (portal.num_rooms, hard.num_rooms) == (4, 6)
     assert hard.hallway_length > portal.hallway_length
+
+
+def middle_row_passages(env) -> list[int]:
+    """Lengths of the one-cell-wide passages on a Portal's middle row (y = 2): runs of
+    empty cells with walls both north and south. Between two rooms that is the hallway
+    plus the doorway in the next room's west wall."""
+    grid = env.unwrapped.grid
+
+    def is_wall(x, y):
+        cell = grid.get(x, y)
+        return cell is not None and cell.type == "wall"
+
+    runs, run = [], 0
+    for x in range(grid.width):
+        if grid.get(x, 2) is None and is_wall(x, 1) and is_wall(x, 3):
+            run += 1
+        elif run:
+            runs.append(run)
+            run = 0
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("make", "rooms", "hallway"),
+    [
+        (lambda: gymnasium.make("Lethe/Portal-v0"), 4, 8),
+        (lambda: gymnasium.make("Lethe/Portal-Hard-v0"), 6, 16),
+        (lambda: PortalEnv(num_rooms=3, hallway_length=0), 3, 0),
+        (lambda: PortalEnv(num_rooms=2, hallway_length=1), 2, 1),
+    ],
+    ids=["Portal-v0", "Portal-Hard-v0", "no-hallway", "hallway-1"],
+)
+def test_portal_hallways_have_their_documented_length(make, rooms, hallway):
+    """Each pair of consecutive rooms is joined by ``hallway_length`` hallway cells and a
+    doorway (PortalEnv's docstring: Portal-v0 hallways of 8 cells, Portal-Hard-v0 16)."""
+    env = make()
+    env.reset(seed=0)
+    assert middle_row_passages(env) == [hallway + 1] * (rooms - 1)
+
+
+def test_portal_hard_markers_all_have_different_colours():
+    """Marker colours repeat only after six rooms: the six rooms of Portal-Hard-v0 are all
+    told apart by their markers (floor tiles on the middle row)."""
+    env = gymnasium.make("Lethe/Portal-Hard-v0")
+    env.reset(seed=0)
+    grid = env.unwrapped.grid
+    cells = (grid.get(x, 2) for x in range(grid.width))
+    colours = [cell.color for cell in cells if cell is not None and cell.type == "floor"]
+    assert len(colours) == 6 and len(set(colours)) == 6
 
 
 @pytest.mark.parametrize("env_id", LETHE_IDS)

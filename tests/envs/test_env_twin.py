@@ -243,3 +243,33 @@ def test_sparse_and_dense_reset_agree(make):
     assert episodes >= 48
     if getattr(sparse, "curriculum", False):  # the level moved while both paths agreed
         assert len(levels) >= 2, levels
+
+
+@pytest.mark.parametrize("sparse_reset", [True, False])
+def test_injected_layout_is_used_once_per_env(sparse_reset):
+    """``set_next_layouts`` sets only the next episode of each env: the auto-reset after
+    that one draws a fresh layout again (here: not every one of 16 envs gets length 1)."""
+    twin = CorridorVectorEnv(16, min_length=1, max_length=9, max_steps=2)
+    twin.sparse_reset = sparse_reset
+    twin.reset(seed=0)
+    twin.set_next_layouts(length=1, cue=0)
+    turn = torch.zeros(16, dtype=torch.long)  # turn left: episodes truncate after 2 steps
+    for _ in range(3):  # 2 steps, then the auto-reset step starts the injected episodes
+        twin.step(turn)
+    assert twin.length.tolist() == [1] * 16 and twin.cue.tolist() == [0] * 16
+    for _ in range(3):  # the next auto-reset draws again
+        twin.step(turn)
+    assert len(set(twin.length.tolist())) > 1 and len(set(twin.cue.tolist())) == 2
+
+
+def test_reset_after_an_episode_ended_clears_the_pending_auto_reset():
+    """An episode ends, then the user calls ``reset()`` themselves: the next step acts with
+    its action (moves forward, earns the progress reward) instead of resetting again."""
+    twin = CorridorVectorEnv(2, max_length=5, max_steps=1)
+    twin.reset(seed=0)
+    _, _, _, truncated, _ = twin.step(torch.zeros(2, dtype=torch.long))
+    assert truncated.all()  # both envs would auto-reset on the next step
+    twin.reset(options={"length": 5, "cue": 0})
+    _, reward, _, truncated, _ = twin.step(torch.full((2,), 2))  # forward
+    assert (twin.grid.x == 2).all()  # moved one cell east of the start
+    assert (reward > 0).all() and truncated.all()  # a real step: the 1-step limit ends it

@@ -79,3 +79,38 @@ def test_what_it_cannot_wrap_is_named() -> None:
     once = PreviousActionReward(gym.make("Lethe/Corridor-S-v0"))
     with pytest.raises(ValueError, match="already observes 'prev_action'"):
         PreviousActionReward(once)
+
+
+def test_reset_options_reach_the_wrapped_env() -> None:
+    """A Corridor's ``cue`` reset option still picks the cue through the wrapper: the ball
+    at the agent's left in the first view is green for cue 0 and red for cue 1."""
+    env = PreviousActionReward(gym.make("Lethe/Corridor-S-v0"))
+    for cue, colour in ((0, 1), (1, 0)):  # MiniGrid colour ids: green 1, red 0
+        obs, _ = env.reset(seed=0, options={"cue": cue})
+        assert obs["obs"][0, 2].tolist() == [6, colour, 0]  # a ball (type 6)
+
+
+class _OffsetActions(gym.Env):
+    """A one-state env whose actions are ``Discrete(3, start=-1)``: -1, 0, 1."""
+
+    observation_space = spaces.Box(0.0, 1.0, (1,), np.float32)
+    action_space = spaces.Discrete(3, start=-1)
+
+    def reset(self, *, seed=None, options=None):  # noqa: ANN001, ANN202
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):  # noqa: ANN001, ANN202
+        return np.zeros(1, np.float32), float(action), False, False, {}
+
+
+def test_prev_action_is_the_action_index_plus_one_for_a_shifted_space() -> None:
+    """With ``Discrete(3, start=-1)`` action -1 is index 0, so ``prev_action`` 1 (0 stays
+    reserved for an episode's first observation) and action 1 gives 3."""
+    env = PreviousActionReward(_OffsetActions())
+    assert env.observation_space["prev_action"] == spaces.Discrete(4)
+    env.reset(seed=0)
+    for action, expected in ((-1, 1), (0, 2), (1, 3)):
+        obs, *_ = env.step(action)
+        assert obs["prev_action"] == expected
+        assert env.observation_space.contains(obs)

@@ -85,9 +85,9 @@ def test_attention_is_softmax_times_mask_renormalised() -> None:
     assert math.isclose(captured["v"][0, 0, 0].item(), 3 / 31, abs_tol=1e-12)
 
 
-def signed_core(capacity: int):
+def signed_core(capacity: int, **options):
     """L = 17. Spans by token: [1, -1] gets 17 * sigmoid(ln 3) = 12.75, [-1, 1] gets 4.25."""
-    core = small_core(capacity=capacity, ramp=2, max_span=17)
+    core = small_core(capacity=capacity, ramp=2, max_span=17, **options)
     layer = core.layers[0]
     with torch.no_grad():
         core.input_proj.weight.copy_(torch.eye(2))
@@ -169,6 +169,19 @@ def test_span_predictor_starts_at_the_init_fraction() -> None:
     x = torch.randn(3, 2, 2, dtype=torch.double)
     _, _, state = core.sequence(x, core.initial_state(2), torch.ones(3, 2, dtype=torch.bool))
     torch.testing.assert_close(state.span[state.alive], torch.full((2,), 25.0).double())
+
+
+@torch.no_grad()
+def test_pre_div_divides_the_span_logit() -> None:
+    """``pre_div`` (CLI ``--span-pre-div``) flattens the span predictor: with the same
+    weights, token [1, -1] has logit ln 3 and span 17 * sigmoid(ln 3 / pre_div)."""
+    spans = {}
+    for pre_div in (1.0, 2.0):
+        core = signed_core(capacity=4, pre_div=pre_div)
+        state, _ = run_tokens(core, [1.0])
+        spans[pre_div] = state.span[0, 0][state.alive[0, 0]].item()
+    assert math.isclose(spans[1.0], 12.75, rel_tol=1e-6)  # ln 3 is copied in float32
+    assert math.isclose(spans[2.0], 17 / (1 + math.exp(-math.log(3.0) / 2)), rel_tol=1e-6)
 
 
 def test_span_noise_only_in_training_sequence() -> None:

@@ -100,6 +100,8 @@ def test_unknown_option_names_it_and_lists_allowed() -> None:
         ("expire-span", {"d_model": 10, "n_heads": 4}, "n_heads=4 must divide d_model=10"),
         ("expire-span", {"init_span_fraction": 1.5}, r"init_span_fraction must be in \(0, 1\)"),
         ("expire-span", {"pre_div": 0.0}, "pre_div must be a finite number > 0"),
+        ("expire-span", {"pre_div": float("inf")}, "pre_div must be a finite number > 0, got inf"),
+        ("expire-span", {"use_margin": 0.5}, "use_margin must be a finite number >= 1, got 0.5"),
         ("expire-span", {"span_loss_coef": -1.0}, "span_loss_coef must be .* >= 0"),
         ("expire-span", {"span_noise": 1}, "span_noise must be True or False"),
         ("window", {"window": 0}, "window must be an integer >= 1"),
@@ -127,3 +129,36 @@ def test_every_kind_is_buildable_with_defaults() -> None:
 def test_a_ramp_as_long_as_the_span_limit_is_allowed() -> None:
     core = make_memory("expire-span", 4, d_model=8, n_heads=2, capacity=4, max_span=8, ramp=8)
     assert core.output_dim > 0
+
+
+def test_documented_defaults() -> None:
+    """The module doc's defaults: expire-span spans start at ``init_span_fraction=0.1`` of
+    ``max_span=1024``; a window core attends to the current step and ``window=64`` previous
+    ones, so after 70 steps it holds the last 64."""
+    torch.manual_seed(0)
+    core = make_memory("expire-span", 4)
+    _, state = core.step(torch.randn(2, 4), core.initial_state(2), torch.ones(2, dtype=torch.bool))
+    spans = state.span[state.alive]  # 2 envs x 2 layers, one memory each
+    torch.testing.assert_close(spans, torch.full((4,), 102.4))
+    core = make_memory("window", 4)
+    state = core.initial_state(1)
+    with torch.no_grad():
+        for t in range(70):
+            _, state = core.step(torch.randn(1, 4), state, torch.tensor([t == 0]))
+    held = state.write_step[0, 0][state.alive[0, 0]]
+    assert sorted(held.tolist()) == list(range(6, 70))
+
+
+def test_full_memory_keeps_max_memory_previous_steps() -> None:
+    """``full`` with ``max_memory=K``: after K steps all K are held (the next query still
+    attends to the first); one step more evicts the oldest."""
+    k = 5
+    core = make_memory("full", 4, d_model=8, n_heads=2, max_memory=k)
+    state = core.initial_state(1)
+    held = []
+    with torch.no_grad():
+        for t in range(k + 1):
+            _, state = core.step(torch.randn(1, 4), state, torch.tensor([t == 0]))
+            held.append(sorted(state.write_step[0, 0][state.alive[0, 0]].tolist()))
+    assert held[k - 1] == list(range(k))
+    assert held[k] == list(range(1, k + 1))
