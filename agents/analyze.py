@@ -25,7 +25,7 @@ import numpy as np
 
 from agents.cli import OneLineParser, prog, run_subcommand
 from agents.config import ConfigError, env_label
-from agents.evaluate import add_policy_arguments, load_policy
+from agents.evaluate import add_policy_arguments, load_policy, threads_of
 from agents.retention import (
     MAX_TRACKED_STEPS,
     EpisodeRetention,
@@ -159,16 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry: ``analyze RUN_DIR [--episodes N] [--env ID] [--device D]``; exit status."""
 
     def body(args: argparse.Namespace) -> int:
-        text = analyze(
-            args.run_dir,
-            args.episodes,
-            args.env,
-            args.device,
-            args.max_steps,
-            args.seed,
-            args.checkpoint,
-            args.env_kwargs,
-        )
+        with threads_of(args):
+            text = analyze(
+                args.run_dir,
+                args.episodes,
+                args.env,
+                args.device,
+                args.max_steps,
+                args.seed,
+                args.checkpoint,
+                args.env_kwargs,
+            )
         print(text, end="")
         print(f"pictures and arrays in {args.run_dir / 'analysis'}")
         return 0

@@ -146,6 +146,11 @@ class TrainConfig:
         400_000, "environment steps to train for, over all envs (of all processes under torchrun)"
     )
     device: str = _f("auto", f"torch device: {', '.join(DEVICES)}")
+    threads: int = _f(
+        0,
+        "CPU threads of torch's operators (0: torch's default, one per core); 1 is far faster "
+        "when other jobs share the cores (see the README)",
+    )
     seed: int = _f(1, "random seed for envs, parameters and sampling")
     run_dir: str = _f(
         "", "where the run writes its files (default: runs/<env>-<algo>-<memory>-s<seed>)"
@@ -331,6 +336,7 @@ def validate(config: TrainConfig) -> None:
         f"--dist-timeout must be a finite number > 0, got {config.dist_timeout}",
     )
     _require(algo.max_grad_norm > 0, f"--max-grad-norm must be > 0, got {algo.max_grad_norm}")
+    _require(config.threads >= 0, f"--threads must be an integer >= 0, got {config.threads}")
     for flag, value in (
         ("--ent-coef", algo.ent_coef),
         ("--vf-coef", algo.vf_coef),

@@ -11,6 +11,7 @@ from a torch generator seeded with the episodes' seed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -272,6 +273,22 @@ def add_policy_arguments(
         default=None,
         help=f"first episode seed (default: run seed + {seed_offset})",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads of torch's operators (default 0: torch's default, one per core; 1 is "
+        "far faster when other jobs share the cores)",
+    )
+
+
+def threads_of(args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """The ``--threads`` of `add_policy_arguments`, checked, as a context to play in."""
+    from agents.trainer import cpu_threads
+
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be an integer >= 0, got {args.threads}")
+    return cpu_threads(args.threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,17 +319,18 @@ def main(argv: list[str] | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
         if args.out is not None and not args.out.parent.is_dir():
             raise ConfigError(f"--out {args.out}: no such directory {args.out.parent}")
-        played = evaluate_run(
-            args.run_dir,
-            args.episodes,
-            args.env,
-            args.device,
-            args.seed,
-            args.checkpoint,
-            args.env_kwargs,
-            args.deterministic,
-            progress=not args.no_progress,
-        )
+        with threads_of(args):
+            played = evaluate_run(
+                args.run_dir,
+                args.episodes,
+                args.env,
+                args.device,
+                args.seed,
+                args.checkpoint,
+                args.env_kwargs,
+                args.deterministic,
+                progress=not args.no_progress,
+            )
         result = played["eval"]
         rows = [
             ("policy", f"{played['checkpoint']}, step {played['global_step']:,}"),

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -18,7 +19,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,19 @@ def resolve_device(name: str) -> torch.device:
             "--device cuda: CUDA is not available on this machine; allowed: auto, cpu"
         )
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` inside the block (0: leave torch's setting), then
+    back to what it was: a run in a process (a notebook, a test) leaves its setting behind."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -362,7 +376,8 @@ def train(
                         "--total-steps trains it on",
                         stacklevel=2,
                     )
-            summary = _train(config, run_dir, checkpoint, ctx, progress)
+            with cpu_threads(config.threads):
+                summary = _train(config, run_dir, checkpoint, ctx, progress)
             # Leave the group together, after rank 0's evaluation and files: a rank that left
             # it while rank 0 still held its connections could abort in gloo's teardown.
             ctx.barrier()

@@ -80,6 +80,7 @@ def assert_one_line_error(status, err, *needles):
         (["--span-init", "1"], ["--span-init", "(0, 1)", "got 1.0"]),
         (["--span-init", "0"], ["--span-init", "(0, 1)"]),
         (["--dist-timeout", "inf"], ["--dist-timeout", "finite"]),
+        (["--threads", "-1"], ["--threads must be an integer >= 0, got -1"]),
         (["--ent-coef", "nan"], ["--ent-coef", "nan"]),
         (["--num-env", "4"], ["--num-env"]),  # a prefix is not taken for --num-envs
         (["--env-kwargs", "[1]"], ["--env-kwargs", "not a JSON object"]),

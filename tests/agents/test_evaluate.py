@@ -228,7 +228,7 @@ def test_evaluate_command_reports_and_writes_json_the_same_each_time(
     assert train_rl.main([*args, "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
     assert json.loads(out.read_text()) == played  # sampled actions, from the seed
-    assert train_rl.main([*args, "--seed", "3", "--deterministic"]) == 0
+    assert train_rl.main([*args, "--seed", "3", "--deterministic", "--threads", "1"]) == 0
     greedy = json.loads(out.read_text())
     assert greedy["seed"] == 3 and greedy["deterministic"] is True
 
@@ -258,6 +258,7 @@ def test_evaluate_plays_with_env_kwargs_and_any_memory_kind(
         (["--env", "Lethe/Nope-v0"], "unknown env id"),
         (["--env-kwargs", "slack=1"], "--env-kwargs"),
         (["--device", "tpu"], "--device"),
+        (["--threads", "-2"], "--threads must be an integer >= 0, got -2"),
         (["--out", "/nowhere/eval.json"], "--out /nowhere/eval.json: no such directory /nowhere"),
     ],
 )

@@ -113,3 +113,27 @@ def test_a_good_iteration_resets_the_count_of_skipped_ones(tmp_path, monkeypatch
     assert train_rl.main(run) == 0
     skipped = metric_rows(run_dir, "losses/skipped_updates")
     assert len(skipped) == iterations and sum(s > 0 for s in skipped) > trainer.MAX_SKIPPED_IN_A_ROW
+
+
+def test_threads_hold_for_the_run_and_are_given_back(tmp_path, monkeypatch):
+    """``--threads 1``: the update runs on one thread, the setting is saved with the run (a
+    resume keeps it), and the process gets its own setting back at the end."""
+    real, seen = trainer.UPDATES["ppo"], []
+
+    def recording(*args):
+        seen.append(torch.get_num_threads())
+        return real(*args)
+
+    monkeypatch.setitem(trainer.UPDATES, "ppo", recording)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_dir = tmp_path / "run"
+        args = [*RUN, "--total-steps", "128", "--threads", "1", "--run-dir", str(run_dir)]
+        assert train_rl.main(args) == 0
+        assert torch.get_num_threads() == 2
+        assert train_rl.main(["--resume", str(run_dir), "--total-steps", "256"]) == 0
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        assert json.loads((run_dir / "config.json").read_text())["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
