@@ -218,3 +218,214 @@ def test_recurrent_ppo_observes_what_lethes_learners_observe() -> None:
     )
     assert vec_env.get_attr("slack_steps") == [3] * 8  # --env-kwargs reach RecurrentPPO's envs
     vec_env.close()
+
+
+def test_steps_to_target_drops_the_oldest_iteration_once_the_rest_fill_the_window() -> None:
+    """The window is the fewest last iterations holding ``window_episodes`` episodes: one that
+    the later ones already fill exactly leaves it."""
+    learning = load_script()
+    history = rows((100, 50, 0.0), (200, 100, 1.0))
+    assert learning.steps_to_target(history, "success", 0.9, 100) == 200
+    assert learning.steps_to_target(history, "success", 0.9, 101) is None  # 100 / 150
+
+
+def test_steps_to_target_on_a_curriculum_needs_a_window_of_last_level_episodes() -> None:
+    """120 episodes ended, but only 40 were drawn at the last level: not a 100-episode window."""
+    learning = load_script()
+    (row,) = rows((100, 120, 0.5))
+    row |= {"charts/last_level_episodes": 40, "charts/last_level_success_rate": 1.0}
+    assert learning.steps_to_target([row], "success", 0.9, 40, final_level=50) == 100
+    assert learning.steps_to_target([row], "success", 0.9, 100, final_level=50) is None
+
+
+def test_steps_to_target_reads_last_level_returns_for_return_targets() -> None:
+    """The Portal: a return target on a curriculum reads the last level's mean return (its
+    success rate is NaN: the env reports none)."""
+    learning = load_script()
+    history = [
+        {"global_step": step, "charts/episodes": 100.0, "charts/episodic_return": 20.0}
+        | {"charts/last_level_episodes": 50.0, "charts/last_level_return": ret}
+        | {"charts/last_level_success_rate": float("nan")}
+        for step, ret in ((10, 8.0), (20, 10.0), (30, 12.0))
+    ]
+    assert learning.steps_to_target(history, "return", 9.0, 50, final_level=4) == 20
+    assert learning.steps_to_target(history, "return", 11.0, 100, final_level=4) == 30
+    assert learning.steps_to_target(history, "return", 15.0, 50, final_level=4) is None
+
+
+def test_sb3_final_figures_are_means_of_the_last_episodes() -> None:
+    learning = load_script()
+    log = learning.EpisodeLog()
+    for step, success, ret in ((10, 0.0, 100.0), (20, 0.0, 1.0), (30, 0.0, 2.0), (40, 1.0, 6.0)):
+        log.episodes.append((step, success, ret, np.nan))
+    # The last three: mean return 3 (median 2), success rate 1/3 (median 0).
+    assert log.final(3) == {"episodes": 3, "mean_return": 3.0, "success_rate": 1 / 3}
+    assert log.final(0) == {"episodes": 0, "mean_return": None, "success_rate": None}
+
+
+def test_sb3_episode_log_rows_are_batches_in_order() -> None:
+    """Each row: the step at its batch's last episode, its episodes' mean return and success,
+    the highest level among them (a curriculum can step down); a short last batch is kept."""
+    learning = load_script()
+    log = learning.EpisodeLog(final_level=4)
+    for step, success, ret, level in (
+        (10, 1.0, 5.0, 4),
+        (20, 0.0, 1.0, 3),
+        (30, 0.0, 2.0, 3),
+        (40, 1.0, 7.0, 4),
+        (50, 1.0, 9.0, 4),
+    ):
+        log.episodes.append((step, success, ret, float(level)))
+    first, second, third = log.as_rows(per_row=2)
+    assert [first["global_step"], second["global_step"], third["global_step"]] == [20, 40, 50]
+    assert [first["charts/episodes"], second["charts/episodes"], third["charts/episodes"]] == [
+        2.0,
+        2.0,
+        1.0,
+    ]
+    assert first["charts/episodic_return"] == 3.0 and first["charts/success_rate"] == 0.5
+    assert first["charts/curriculum_level"] == 4.0 and second["charts/curriculum_level"] == 4.0
+    assert second["charts/last_level_episodes"] == 1.0
+    assert second["charts/last_level_return"] == 7.0
+    # The rows give steps_to_target the steps of the batches' last episodes.
+    assert learning.steps_to_target(log.as_rows(per_row=2), "return", 6.0, 2) == 50
+
+
+def test_table_of_a_return_target_shows_returns() -> None:
+    learning = load_script()
+    row = {"learner": "x", "seed": 1, "steps_to_target": 3000, "budget": 4096}
+    row |= {"final_success": None, "final_return": 9.25, "wall_seconds": 2.0}
+    row |= {"best_step": 1000, "best_success": None, "best_return": 9.5}
+    line = learning.format_table([row], "return").splitlines()[2]
+    assert "|  9.25 |" in line and "9.50 (1,000) |" in line
+
+
+def fake_summary(total: int, success: float | None, ret: float, best: bool) -> dict:
+    summary = {"total_env_steps": total, "wall_seconds": 3.0}
+    summary["eval"] = {"episodes": 10, "success_rate": success, "mean_return": ret}
+    if best:
+        summary["best"] = {"global_step": 1000, "eval": {"success_rate": 0.9, "mean_return": 0.8}}
+    return summary
+
+
+def run_main(learning, monkeypatch, tmp_path: Path, argv: list[str], lethe_rows: list[dict]):
+    """``main`` with the runs replaced by ones that return ``lethe_rows``: the JSON record."""
+    calls = []
+
+    def run_lethe(task, memory, seed, args):
+        calls.append(("lethe", memory, seed))
+        return {"summary": fake_summary(2048, 0.75, 0.5, best=True), "rows": lethe_rows}
+
+    def run_recurrent_ppo(task, seed, args):
+        calls.append(("sb3", None, seed))
+        sb3_rows = [{"global_step": 64, "charts/episodes": 8.0, "charts/success_rate": 0.0}]
+        return {"summary": fake_summary(1024, 0.25, 0.1, best=False), "rows": sb3_rows}
+
+    monkeypatch.setattr(learning, "run_lethe", run_lethe)
+    monkeypatch.setattr(learning, "run_recurrent_ppo", run_recurrent_ppo)
+    out = tmp_path / "results.json"
+    monkeypatch.setattr(sys, "argv", ["learning.py", *argv, "--out", str(out)])
+    learning.main()
+    return calls, json.loads(out.read_text())
+
+
+def test_main_judges_each_run_on_the_task_target_window_and_last_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The reported row: steps to target over ``--window-episodes`` episodes drawn at the
+    curriculum's last level (not ``--eval-episodes``, not every episode), the budget the run
+    spent, its final and kept policy's evaluations, the highest level it reached."""
+    learning = load_script()
+    lethe_rows = [
+        {"global_step": 1000, "charts/episodes": 200.0, "charts/success_rate": 1.0}
+        | {"charts/last_level_episodes": 20.0, "charts/last_level_success_rate": 0.0}
+        | {"charts/curriculum_level": 50.0},
+        {"global_step": 2000, "charts/episodes": 200.0, "charts/success_rate": 1.0}
+        | {"charts/last_level_episodes": 60.0, "charts/last_level_success_rate": 1.0}
+        | {"charts/curriculum_level": 45.0},
+    ]
+    argv = ["--task", "corridor", "--memories", "gru", "--seeds", "7", "--steps", "64"]
+    argv += ["--window-episodes", "50", "--eval-episodes", "100"]
+    calls, record = run_main(learning, monkeypatch, tmp_path, argv, lethe_rows)
+    assert calls == [("lethe", "gru", 7), ("sb3", None, 7)]
+    lethe, sb3 = record["results"]
+    assert lethe == {
+        "learner": "Lethe PPO gru",
+        "seed": 7,
+        "steps_to_target": 2000,
+        "budget": 2048,
+        "final_success": 0.75,
+        "final_return": 0.5,
+        "wall_seconds": 3.0,
+        "highest_level": 50.0,
+        "best_step": 1000,
+        "best_success": 0.9,
+        "best_return": 0.8,
+    }
+    assert sb3["steps_to_target"] is None and sb3["budget"] == 1024
+    assert sb3["final_success"] == 0.25 and "best_step" not in sb3
+    printed = capsys.readouterr().out
+    assert "Lethe/Corridor-v0: env steps to success >= 0.9 (50-episode window)" in printed
+    assert "|           2,000 |       2,048 |    50 |  0.75 |" in printed
+
+
+def test_main_sets_a_return_target_from_the_oracle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The Portal's target is 90% of the oracle's return: 9 for an oracle's 10."""
+    learning = load_script()
+    monkeypatch.setattr(learning, "portal_oracle_return", lambda *args: 10.0)
+    lethe_rows = [
+        {"global_step": step, "charts/episodes": 100.0, "charts/episodic_return": 20.0}
+        | {"charts/last_level_episodes": 100.0, "charts/last_level_return": ret}
+        | {"charts/last_level_success_rate": float("nan"), "charts/curriculum_level": 4.0}
+        for step, ret in ((1000, 8.5), (2000, 9.5))
+    ]
+    argv = ["--task", "portal", "--memories", "gru", "--seeds", "1", "--steps", "64", "--no-sb3"]
+    _, record = run_main(learning, monkeypatch, tmp_path, argv, lethe_rows)
+    (row,) = record["results"]
+    assert row["steps_to_target"] == 2000
+    assert "return >= 90% of the oracle's 10.00 = 9.00" in capsys.readouterr().out
+
+
+def test_portal_oracle_return_is_the_mean_of_each_env_first_episode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rewards after an env's first episode ended (the twin resets it) do not count."""
+    import torch
+
+    learning = load_script()
+    ends = torch.tensor([1, 2, 4])  # each env's episode ends at this step
+
+    class Twin:
+        def __init__(self) -> None:
+            self.t = 0
+
+        def reset(self, seed: int) -> None:
+            self.t = 0
+
+        def step(self, actions):
+            self.t += 1
+            done = ends == self.t
+            return None, torch.ones(3), done, torch.zeros(3, dtype=torch.bool), {}
+
+    class Vec:
+        def __init__(self, *args, **kwargs) -> None:
+            self.env = Twin()
+
+        def close(self) -> None:
+            pass
+
+    class Oracle:
+        def __init__(self, twin) -> None:
+            pass
+
+        def act(self, twin):
+            return torch.zeros(3, dtype=torch.long)
+
+        def observe(self, info, done) -> None:
+            pass
+
+    monkeypatch.setattr("agents.vec.make_vector_env", Vec)
+    monkeypatch.setattr("envs.reference.BatchedPortalOracle", Oracle)
+    assert learning.portal_oracle_return("Lethe/Portal-v0", 3, "cpu") == pytest.approx(7 / 3)
