@@ -140,6 +140,13 @@ def played_env_kwargs(
     return eval_env_kwargs(config) if env_id == eval_env_id(config) else {}
 
 
+def forked_rng(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """torch's global RNG, of the CPU and of ``device``, forked: what is drawn inside leaves
+    the caller's own draws (a run's sampled actions) as they would have been."""
+    devices = [device] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices, device_type=device.type)
+
+
 def load_policy(
     run_dir: Path,
     device_name: str,
@@ -215,8 +222,7 @@ def evaluate_run(
     )
     seed = config.seed + FRESH_SEED_OFFSET if seed is None else seed
     deterministic = config.eval_deterministic if deterministic is None else deterministic
-    devices = [torch_device] if torch_device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=torch_device.type):
+    with forked_rng(torch_device):
         torch.manual_seed(seed)
         result = evaluate(
             policy, env_id, episodes, torch_device, seed, deterministic, env_kwargs, progress

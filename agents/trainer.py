@@ -50,7 +50,7 @@ from agents.distributed import (
     unwrap,
     wrap_model,
 )
-from agents.evaluate import eval_env_id, eval_env_kwargs, evaluate
+from agents.evaluate import eval_env_id, eval_env_kwargs, evaluate, forked_rng
 from agents.logging import RunLogger
 from agents.losses import explained_variance
 from agents.policy import ActorCritic
@@ -579,8 +579,7 @@ def _evaluate_apart(
 ) -> dict[str, Any]:
     """`evaluate` on the run's eval env with the global RNG forked: training samples the same
     actions with or without evaluations in between."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type):
+    with forked_rng(device):
         return evaluate(
             policy,
             eval_env_id(config),

@@ -28,6 +28,12 @@ except ModuleNotFoundError:  # run as a script from a checkout
     import envs  # noqa: F401
 
 
+def synchronize(device: str) -> None:
+    """Wait for ``device``'s queued work (any CUDA device: ``cuda``, ``cuda:1``)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def minigrid_steps_per_second(env_id: str, num_envs: int, seconds: float) -> float:
     """Random-action steps/s of ``num_envs`` MiniGrid envs in a ``SyncVectorEnv``."""
     vec = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
@@ -60,13 +66,11 @@ def twin_steps_per_second(
             step(torch.randint(0, 3, (num_envs,), generator=gen, device=device))
 
     run(20)  # warm-up (and compilation)
-    if device == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         run(50)
-        if device == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         steps += 50 * num_envs
     return steps / (time.perf_counter() - start)
 

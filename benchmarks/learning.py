@@ -325,7 +325,8 @@ def run_recurrent_ppo(task: Task, seed: int, args: argparse.Namespace) -> dict[s
     model = RecurrentPPO(policy, vec_env, device=args.device, verbose=0, seed=seed)
     # A logger with no outputs: SB3's default one makes a directory in the temp folder per run.
     model.set_logger(Logger(folder=None, output_formats=[]))
-    log = EpisodeLog(task.final_level)
+    # The curriculum's last level as the envs have it (--env-kwargs may move it: max_length).
+    log = EpisodeLog(vec_env.get_attr("curriculum_last")[0] if task.final_level else 0.0)
     start = time.perf_counter()
     model.learn(total_timesteps=args.sb3_steps or task.sb3_steps, callback=log.callback())
     wall = time.perf_counter() - start

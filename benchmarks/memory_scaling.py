@@ -69,15 +69,20 @@ def state_at(core, batch: int, position: int, device: str):
     )
 
 
+def on_cuda(device: str) -> bool:
+    """Whether ``device`` is a CUDA device (``cuda``, ``cuda:1``)."""
+    return torch.device(device).type == "cuda"
+
+
 def time_it(fn, repeats: int, device: str) -> float:
     fn()  # warm-up
-    if device == "cuda":
-        torch.cuda.synchronize()
+    if on_cuda(device):
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
+    if on_cuda(device):
+        torch.cuda.synchronize(device)
     return (time.perf_counter() - start) / repeats
 
 
@@ -87,8 +92,8 @@ def measure(name: str, kind: str, options: dict, args: argparse.Namespace) -> st
     core = make_memory(kind, INPUT_DIM, **options).to(device)
     x = torch.randn(args.envs, INPUT_DIM, device=device)
     no_start = torch.zeros(args.envs, dtype=torch.bool, device=device)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    if on_cuda(device):
+        torch.cuda.reset_peak_memory_stats(device)
     step_ms = []
     core.eval()
     for position in POSITIONS:
@@ -108,7 +113,9 @@ def measure(name: str, kind: str, options: dict, args: argparse.Namespace) -> st
         (y.square().mean() + aux).backward()
 
     seq_ms = 1e3 * time_it(train_chunk, max(1, args.repeats // 5), device)
-    peak = f"{torch.cuda.max_memory_allocated() / 2**20:9.0f}" if device == "cuda" else "      n/a"
+    peak = "      n/a"
+    if on_cuda(device):
+        peak = f"{torch.cuda.max_memory_allocated(device) / 2**20:9.0f}"
     steps = " ".join(f"{ms:10.2f}ms" for ms in step_ms)
     ratio = step_ms[-1] / step_ms[0]
     return f"{name:<26} {steps} {ratio:8.2f} {state_mib:10.1f} {peak} {seq_ms:9.0f}ms"

@@ -114,7 +114,7 @@ def main() -> None:
             label = f"Lethe PPO {memory}, {num_envs} envs x {rollout_steps}, {minibatches} mb"
             rows.append((label, rate))
     base = rows[0][1]
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
     print(f"\nTraining env steps / s on Lethe/Corridor-v0 ({name}, {threads} torch thread(s))\n")
     print(f"| {'learner':<50} | {'steps/s':>10} | {'vs RecurrentPPO':>15} |")
     print(f"|{'-' * 52}|{'-' * 12}|{'-' * 17}|")

@@ -23,7 +23,7 @@ from tiny_run import train_tiny
 import agents.evaluate
 import train_rl
 from agents.config import MemoryConfig, TrainConfig
-from agents.evaluate import CHECK_EVERY, FRESH_SEED_OFFSET, evaluate
+from agents.evaluate import CHECK_EVERY, FRESH_SEED_OFFSET, evaluate, forked_rng
 from agents.policy import ActorCritic
 
 ENV_ID = "LetheTest/Scripted-v0"
@@ -198,6 +198,16 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
     assert captured.out == ""
     return lines[0]
+
+
+def test_draws_in_a_forked_rng_leave_the_callers_draws_as_they_were():
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    with forked_rng(torch.device("cpu")):
+        torch.manual_seed(99)
+        torch.rand(1000)
+    assert torch.equal(torch.rand(4), expected)
 
 
 def test_evaluate_command_reports_and_writes_json_the_same_each_time(

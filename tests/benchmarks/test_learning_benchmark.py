@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -218,6 +219,22 @@ def test_recurrent_ppo_observes_what_lethes_learners_observe() -> None:
     )
     assert vec_env.get_attr("slack_steps") == [3] * 8  # --env-kwargs reach RecurrentPPO's envs
     vec_env.close()
+
+
+def test_recurrent_ppo_counts_the_last_level_the_env_kwargs_set() -> None:
+    """With ``max_length`` 10 the Corridor curriculum's last level is 10, not the task's 50:
+    RecurrentPPO's episodes there are its figures (none would be at 50)."""
+    learning = load_script()
+    args = argparse.Namespace(
+        env_kwargs={"max_length": 10, "curriculum_start": 10},
+        device="cpu",
+        sb3_steps=1024,
+        eval_episodes=4,
+    )
+    out = learning.run_recurrent_ppo(learning.TASKS["corridor"], seed=1, args=args)
+    assert out["summary"]["eval"]["episodes"] == 4
+    assert out["summary"]["eval"]["success_rate"] is not None
+    assert sum(row["charts/last_level_episodes"] for row in out["rows"]) >= 4
 
 
 def test_steps_to_target_drops_the_oldest_iteration_once_the_rest_fill_the_window() -> None:

@@ -130,6 +130,16 @@ def test_env_throughput_rates_are_env_steps_per_second(
     assert twin == pytest.approx(1000.0)
 
 
+def test_env_throughput_waits_for_any_cuda_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cuda:1`` is waited for as ``cuda`` is (else the clock stops before the work ends)."""
+    script = load_script("env_throughput.py")
+    waited: list[str] = []
+    monkeypatch.setattr(script.torch.cuda, "synchronize", waited.append)
+    for device in ("cpu", "cuda", "cuda:1"):
+        script.synchronize(device)
+    assert waited == ["cuda", "cuda:1"]
+
+
 def test_env_throughput_table(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -219,6 +229,24 @@ def test_memory_scaling_times_are_per_call(monkeypatch: pytest.MonkeyPatch) -> N
         clock.now += next(durations)
 
     assert script.interleaved({"a": varying}, 3) == {"a": 1.0}
+
+
+def test_memory_scaling_waits_for_any_cuda_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timed on ``cuda:1``, the clock stops after the device's work (warm-up and calls) ends."""
+    script = load_script("memory_scaling.py")
+    clock = Clock()
+    monkeypatch.setattr(script, "time", clock)
+    waited: list[tuple[str, float]] = []
+    monkeypatch.setattr(
+        script.torch.cuda, "synchronize", lambda device: waited.append((device, clock.now))
+    )
+
+    def call() -> None:
+        clock.now += 1.0
+
+    assert script.time_it(call, 2, "cuda:1") == 1.0
+    assert waited == [("cuda:1", 1.0), ("cuda:1", 3.0)]
+    assert script.on_cuda("cuda") and script.on_cuda("cuda:0") and not script.on_cuda("cpu")
 
 
 def test_memory_scaling_row_gives_the_slowdown_from_100_to_10000(
