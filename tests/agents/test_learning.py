@@ -94,19 +94,20 @@ def test_trained_agent_keeps_the_cue_until_the_junction(trained_ppo: tuple[Path,
 
 
 @pytest.mark.slow
-def test_expire_span_a2c_learns_to_walk_to_an_arm(tmp_path: Path) -> None:
-    """A2C's update rule learns: from a random walk (which rarely reaches an arm within the
-    episode's step limit) to walking the corridor into an arm in under 20 steps.
+def test_expire_span_a2c_learns_the_cue(tmp_path: Path) -> None:
+    """A2C's single gradient step per rollout learns the cue too, given what makes it fast
+    here: 64 batched envs (about 15,000 env steps/s on one thread, four times the 16 envs'
+    rate) and spans that start past the longest corridor (0.3 x 64 = 19 steps; the default
+    starts at 8, ramp 4, at the edge of the 10-step corridors).
 
-    Not asserted: A2C learning the cue (success >= 0.9). It did, at ~200k steps, in some
-    runs and not in others of the same configuration: a change that only moved float
-    rounding turned a 0.995 run into a 0.48 one, and six other A2C configurations stayed
-    at chance for 300k-400k steps. PPO learns the cue in every seed tried (see above).
+    This run (seed 1) passes 0.9 training success at ~0.58M steps. Not every run does in
+    this budget: the same options learnt the cue in 8 of 10 runs (seeds and budgets of 1.6M
+    to 2M steps, docs/results.md); the other two stayed at chance.
     """
-    algo = AlgoConfig(algo="a2c", rollout_steps=16, learning_rate=1.5e-3)
-    summary = run(tmp_path, MemoryConfig(kind="expire-span"), algo, 150_000, num_envs=16)
-    assert summary["eval"]["mean_length"] < 20
-    assert summary["eval"]["success_rate"] >= 0.35
+    memory = MemoryConfig(kind="expire-span", span_init=0.3)
+    algo = AlgoConfig(algo="a2c", rollout_steps=32, learning_rate=1e-3)
+    summary = run(tmp_path, memory, algo, 1_800_000, num_envs=64)
+    assert summary["eval"]["success_rate"] >= 0.9
 
 
 @pytest.mark.slow
