@@ -82,13 +82,19 @@ def run(processes: int | None, args: argparse.Namespace) -> dict:
         return json.loads((run_dir / "summary.json").read_text())
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options (tests/docs parses the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--memory", default="expire-span")
     parser.add_argument("--num-envs", type=int, default=32, help="per process")
     parser.add_argument("--steps-per-process", type=int, default=20_480)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
 
     count = parameter_count(args.memory)

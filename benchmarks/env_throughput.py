@@ -75,7 +75,8 @@ def twin_steps_per_second(
     return steps / (time.perf_counter() - start)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options (tests/docs parses the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-id", default="Lethe/Corridor-v0")
     parser.add_argument("--device", default="cpu", help="device of the batched twin")
@@ -88,6 +89,11 @@ def main() -> None:
         default=1,
         help="torch CPU threads (on a small shared machine one thread avoids contention)",
     )
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -384,10 +384,10 @@ def format_table(results: list[dict[str, Any]], metric: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    from agents import AlgoConfig, MemoryConfig
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options (tests/docs parses the documented commands with it)."""
     from agents.cli import OneLineParser
-    from agents.config import ConfigError, env_label, json_object, validate
+    from agents.config import json_object
 
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="corridor-s")
@@ -441,6 +441,14 @@ def main() -> None:
         help="Lethe runs: memory options over the task's, for every --memories kind "
         "(MemoryConfig fields), e.g. '{\"capacity\": 32}'",
     )
+    return parser
+
+
+def main() -> None:
+    from agents import AlgoConfig, MemoryConfig
+    from agents.config import ConfigError, env_label, validate
+
+    parser = build_parser()
     args = parser.parse_args()
     for flag, given, config in (
         ("--algo-kwargs", args.algo_kwargs, AlgoConfig),

@@ -222,7 +222,8 @@ def compare(args: argparse.Namespace) -> None:
         print(f"{label:<40} {before:8.1f}ms {after:8.1f}ms {before / after:7.2f}x {diff:11.1e}")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options (tests/docs parses the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", type=int, default=256)
     parser.add_argument("--chunk", type=int, default=128)
@@ -232,6 +233,11 @@ def main() -> None:
     parser.add_argument(
         "--compare", metavar="SLOT_ATTENTION_PY", help="time against this copy (CPU)"
     )
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.compare:
         compare(args)

@@ -79,7 +79,8 @@ def recurrent_ppo_steps_per_second(steps: int, device: str) -> float:
     return model.num_timesteps / elapsed
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options (tests/docs parses the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -93,6 +94,11 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch intra-op threads, for both (0: all cores)"
     )
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

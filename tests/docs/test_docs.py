@@ -1,11 +1,14 @@
-"""The commands the README and docs/ show in code blocks are ones the CLI takes: every
-``train_rl.py`` line (``python``, ``torchrun``) parses, its config validates and its env id is
-registered; ``evaluate`` and ``analyze`` lines parse with their own options."""
+"""The commands the README and docs/ show are ones the scripts take: every ``train_rl.py``
+command (code blocks and inline, ``python`` or ``torchrun``) parses and its config validates,
+with the code blocks' env ids registered; ``evaluate`` and ``analyze`` commands and those of
+the ``benchmarks/`` scripts parse with their own options."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -19,63 +22,81 @@ from agents.config import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SCRIPT = r"(?:train_rl|benchmarks/\w+)\.py"
+#: placeholders of the prose: "--seed S", "--total-steps N", "--memories M"
+PLACEHOLDERS = {"S": "1", "N": "1000", "M": "expire-span"}
 
 
-PLACEHOLDERS = {"S": "1", "N": "1000"}  # "--seed S", "--total-steps N" in the prose
-
-
-def train_rl_argv(line: str) -> list[str] | None:
-    """The arguments after ``train_rl.py`` in a shell line (comments and ``...`` dropped,
-    placeholders filled in); None if the line does not run it."""
+def script_argv(line: str) -> tuple[str, list[str]] | None:
+    """The script a shell line runs and its arguments (comments and ``...`` dropped,
+    placeholders filled in); None if it runs none of ours."""
     tokens = shlex.split(line, comments=True)
-    script = [i for i, token in enumerate(tokens) if token.endswith("train_rl.py")]
-    if not script:
+    scripts = [i for i, token in enumerate(tokens) if re.fullmatch(SCRIPT, token)]
+    if not scripts:
         return None
-    return [PLACEHOLDERS.get(token, token) for token in tokens[script[0] + 1 :] if token != "..."]
+    argv = [PLACEHOLDERS.get(token, token) for token in tokens[scripts[0] + 1 :]]
+    return tokens[scripts[0]], [token for token in argv if token != "..."]
 
 
-def documented_commands() -> list[tuple[str, list[str], bool]]:
-    """``(where, argv after train_rl.py, in a code block)`` of each command in the docs: the
-    lines of code blocks that start with ``python`` or ``torchrun``, and the inline ones
-    (`` `python train_rl.py ...` `` in the prose, which may break across lines)."""
+def documented_commands() -> list[tuple[str, str, list[str], bool]]:
+    """``(where, script, argv, in a code block)`` of each command in the docs: the lines of
+    code blocks that start with ``python`` or ``torchrun``, and the inline ones (`` `python
+    train_rl.py ...` `` in the prose, which may break across lines)."""
     commands = []
     for path in DOCS:
         text = path.read_text()
         for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
             for line in block.replace("\\\n", " ").splitlines():
                 line = line.strip()
-                argv = None
+                found = None
                 if re.match(r"(\S+=\S+ )*(python|torchrun) ", line):
-                    argv = train_rl_argv(line)
-                if argv is not None:
-                    commands.append((f"{path.name}: {line[:60]}", argv, True))
-        for inline in re.findall(r"`((?:\S+=\S+ )?python train_rl\.py[^`]*)`", text):
+                    found = script_argv(line)
+                if found:
+                    commands.append((f"{path.name}: {line[:70]}", *found, True))
+        for inline in re.findall(rf"`((?:\S+=\S+ )?python {SCRIPT}[^`]*)`", text):
             line = " ".join(inline.split())
-            commands.append((f"{path.name} (inline): {line[:60]}", train_rl_argv(line), False))
+            commands.append((f"{path.name} (inline): {line[:70]}", *script_argv(line), False))
     return commands
 
 
 COMMANDS = documented_commands()
 
 
-def test_the_docs_show_train_evaluate_and_analyze_commands() -> None:
-    firsts = {argv[0] if argv else "" for _, argv, in_block in COMMANDS if in_block}
+def benchmark_parser(script: str):
+    spec = importlib.util.spec_from_file_location(f"{Path(script).stem}_docs", ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (its dataclasses look their module up)
+    spec.loader.exec_module(module)
+    return module.build_parser()
+
+
+def test_the_docs_show_every_kind_of_command() -> None:
+    train = [argv for _, script, argv, in_block in COMMANDS if script == "train_rl.py"]
+    firsts = {argv[0] if argv else "" for argv in train}
     assert {"", "--env", "--resume", "--fork", "evaluate", "analyze"} <= firsts
     assert sum(in_block for *_, in_block in COMMANDS) >= 15
-    assert sum(not in_block for *_, in_block in COMMANDS) >= 15
+    assert sum(not in_block for *_, in_block in COMMANDS) >= 25
+    benchmarks = {script for _, script, *_ in COMMANDS if script.startswith("benchmarks/")}
+    assert {"benchmarks/learning.py", "benchmarks/train_throughput.py"} <= benchmarks
 
 
-@pytest.mark.parametrize(("where", "argv", "in_block"), COMMANDS, ids=[c[0] for c in COMMANDS])
-def test_documented_command_is_one_the_cli_takes(
-    where: str, argv: list[str], in_block: bool
+@pytest.mark.parametrize(
+    ("where", "script", "argv", "in_block"), COMMANDS, ids=[c[0] for c in COMMANDS]
+)
+def test_documented_command_is_one_the_script_takes(
+    where: str, script: str, argv: list[str], in_block: bool
 ) -> None:
-    """Parses and validates; the env ids of the code blocks are registered (the prose also
-    names ids a user registers, such as docs/new_environment.md's example)."""
+    """Parses (an unknown option or a bad value exits with status 2) and, for training,
+    validates; the env ids of the code blocks are registered (the prose also names ids a
+    user registers, such as docs/new_environment.md's example)."""
     if "--help" in argv:
+        return
+    if script != "train_rl.py":
+        benchmark_parser(script).parse_args(argv)
         return
     if argv[:1] in (["evaluate"], ["analyze"]):
         module = evaluate if argv[0] == "evaluate" else analyze
-        module.build_parser().parse_args(argv[1:])  # exits (status 2) on an unknown option
+        module.build_parser().parse_args(argv[1:])
         return
     args = train_rl.build_parser().parse_args(argv)
     config, _ = train_rl.config_from_args(args)
