@@ -3,11 +3,15 @@
     python benchmarks/learning.py                             # CPU-sized: the short Corridor
     python benchmarks/learning.py --task corridor-l1000 --device cuda
     python benchmarks/learning.py --task portal --device cuda --seeds 1,2,3
+    python benchmarks/learning.py --algo a2c --memories expire-span --no-sb3 --num-envs 64 \
+        --steps 2000000 --algo-kwargs '{"rollout_steps": 32, "learning_rate": 1e-3}' \
+        --memory-kwargs '{"span_init": 0.3}' --threads 1    # A2C on the short Corridor
 
 Each task fixes an environment, a target and a budget; every learner trains once per seed
 with the same budget, and the table gives the env steps at which its training episodes
 first met the target (over a window of at least ``--window-episodes`` episodes), its final
-evaluation and its wall time. Learners: Lethe PPO with each memory core of ``--memories``
+evaluation and its wall time. Learners: Lethe PPO (``--algo a2c``: A2C) with each memory core
+of ``--memories``
 (the task's memory options: e.g. capacity 16 on the long corridor, window 16 beside it) and,
 unless ``--no-sb3``, sb3-contrib's ``RecurrentPPO`` (LSTM) on the MiniGrid version of the
 same task with its own budget (``--sb3-steps``: it is ~100x slower per step).
@@ -218,7 +222,7 @@ def lethe_config(task: Task, memory: str, seed: int, args: argparse.Namespace, r
             previous_action_reward=task.previous_action_reward,
             **task.memory.get(memory, {}) | args.memory_kwargs,
         ),
-        algo=AlgoConfig(**task.algo | args.algo_kwargs),
+        algo=AlgoConfig(**task.algo | args.algo_kwargs | {"algo": args.algo}),
     )
 
 
@@ -226,7 +230,8 @@ def run_lethe(task: Task, memory: str, seed: int, args: argparse.Namespace) -> d
     from agents import train
 
     # The run directory: kept under --runs-dir (replaced if there), else a temporary one.
-    kept = Path(args.runs_dir, f"{args.task}-{memory}-seed{seed}") if args.runs_dir else None
+    learner = memory if args.algo == "ppo" else f"{args.algo}-{memory}"
+    kept = Path(args.runs_dir, f"{args.task}-{learner}-seed{seed}") if args.runs_dir else None
     with nullcontext(str(kept)) if kept else tempfile.TemporaryDirectory() as run_dir:
         config = lethe_config(task, memory, seed, args, run_dir)
         summary = train(config, overwrite=True, progress=args.progress)
@@ -387,11 +392,14 @@ def format_table(results: list[dict[str, Any]], metric: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The script's options (tests/docs parses the documented commands with it)."""
     from agents.cli import OneLineParser
-    from agents.config import json_object
+    from agents.config import ALGOS, json_object
 
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="corridor-s")
     parser.add_argument("--memories", default="expire-span,gru,window,full")
+    parser.add_argument(
+        "--algo", choices=ALGOS, default="ppo", help="Lethe runs' update rule (default: ppo)"
+    )
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=0, help="Lethe budget (0: the task's)")
@@ -413,8 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs-dir",
         default="",
         help="keep each Lethe run's directory (config, metrics.jsonl, checkpoints, best.pt) "
-        "under this folder as TASK-MEMORY-seedS, replacing one already there (default: "
-        "temporary directories, removed after each run)",
+        "under this folder as TASK-MEMORY-seedS (A2C: TASK-a2c-MEMORY-seedS), replacing one "
+        "already there (default: temporary directories, removed after each run)",
     )
     parser.add_argument("--progress", action="store_true", help="progress bars of the runs")
     parser.add_argument(
@@ -469,7 +477,7 @@ def main() -> None:
         threshold = task.target * oracle
         target_text = f"return >= {task.target:.0%} of the oracle's {oracle:.2f} = {threshold:.2f}"
 
-    learners = [(f"Lethe PPO {m}", m) for m in args.memories.split(",") if m]
+    learners = [(f"Lethe {args.algo.upper()} {m}", m) for m in args.memories.split(",") if m]
     for _, memory in learners:  # a bad option fails here in one line, not hours into the runs
         try:
             validate(lethe_config(task, memory, seeds[0], args, "unused"))
@@ -521,7 +529,8 @@ def main() -> None:
     print(f"\n{env_text}: env steps to {target_text} ({args.window_episodes}-episode window)\n")
     print(format_table(results, task.metric))
     if args.out:
-        record = {"task": args.task, "env_kwargs": args.env_kwargs, "results": results}
+        record = {"task": args.task, "algo": args.algo, "env_kwargs": args.env_kwargs}
+        record["results"] = results
         record |= {"algo_kwargs": args.algo_kwargs, "memory_kwargs": args.memory_kwargs}
         Path(args.out).write_text(json.dumps(record, indent=1))
 

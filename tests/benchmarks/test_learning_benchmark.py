@@ -175,6 +175,26 @@ def test_a_tiny_run_prints_one_row_per_learner_and_seed(tmp_path: Path) -> None:
         assert config["memory"]["capacity"] == 8 and config["memory"]["kind"] in name
 
 
+def test_a2c_runs_are_labelled_configured_and_kept_apart(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--algo", "a2c", "--memories", "gru", "--no-sb3"]
+        + ["--seeds", "1", "--steps", "1024", "--eval-episodes", "2", "--threads", "1"]
+        + ["--out", str(out), "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| Lethe A2C gru " in result.stdout
+    record = json.loads(out.read_text())
+    assert record["algo"] == "a2c" and record["results"][0]["learner"] == "Lethe A2C gru"
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name == "corridor-s-a2c-gru-seed1"
+    assert json.loads((run / "config.json").read_text())["algo"]["algo"] == "a2c"
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [
