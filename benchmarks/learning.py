@@ -530,8 +530,8 @@ def main() -> None:
     print(format_table(results, task.metric))
     if args.out:
         record = {"task": args.task, "algo": args.algo, "env_kwargs": args.env_kwargs}
-        record["results"] = results
         record |= {"algo_kwargs": args.algo_kwargs, "memory_kwargs": args.memory_kwargs}
+        record["results"] = results
         Path(args.out).write_text(json.dumps(record, indent=1))
 
 
