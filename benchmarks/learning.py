@@ -56,7 +56,10 @@ class Task:
     algo: dict[str, Any] = field(default_factory=dict)  # AlgoConfig overrides
     num_envs: int = 32
     train_env: str = ""  # trained on this (e.g. a curriculum), evaluated on `env`; "": `env`
-    final_level: float = 0.0  # with a curriculum: only episodes at this level count
+    # With a curriculum: its last level at the task's own kwargs, nonzero. Only episodes drawn
+    # at the last level count; which level that is, the envs say (`curriculum_last`: the
+    # --env-kwargs may move it), so here the value marks a curriculum.
+    final_level: float = 0.0
     previous_action_reward: bool = False  # every Lethe learner also observes them
 
 

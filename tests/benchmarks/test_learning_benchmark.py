@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,17 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_scripts import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "learning.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("learning_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
 
 
 def rows(*iterations: tuple[int, float, float]) -> list[dict]:
@@ -34,7 +25,7 @@ def rows(*iterations: tuple[int, float, float]) -> list[dict]:
 
 
 def test_steps_to_target_needs_a_full_window_at_the_threshold() -> None:
-    learning = load_script()
+    learning = load_script("learning.py")
     history = rows(
         (100, 60, 1.0),  # only 60 episodes so far: not enough to judge
         (200, 60, 0.5),  # 120 episodes, (60 + 30) / 120 = 0.75
@@ -49,7 +40,7 @@ def test_steps_to_target_needs_a_full_window_at_the_threshold() -> None:
 
 
 def test_steps_to_target_counts_only_episodes_drawn_at_the_final_level() -> None:
-    learning = load_script()
+    learning = load_script("learning.py")
     history = rows((100, 120, 1.0), (200, 120, 1.0), (300, 120, 0.8), (400, 120, 1.0))
     # Of each iteration's episodes, those drawn at the last level (episodes still under way
     # when the level rose end at the easier level below: all successes here).
@@ -66,7 +57,7 @@ def test_steps_to_target_counts_only_episodes_drawn_at_the_final_level() -> None
 
 
 def test_sb3_episode_log_singles_out_the_final_level() -> None:
-    learning = load_script()
+    learning = load_script("learning.py")
     log = learning.EpisodeLog(final_level=4)
     for step, success, ret, level in ((10, 1.0, 3.0, 3), (20, 0.0, 1.0, 4), (30, 1.0, 5.0, 4)):
         log.episodes.append((step, success, ret, float(level)))
@@ -80,7 +71,7 @@ def test_sb3_episode_log_singles_out_the_final_level() -> None:
 def test_sb3_final_figures_come_from_the_last_level() -> None:
     """RecurrentPPO's "evaluation" is its last training episodes: on a curriculum only those
     drawn at the last level count; an env without ``success`` gives no success rate."""
-    learning = load_script()
+    learning = load_script("learning.py")
     log = learning.EpisodeLog(final_level=4)
     for step, ret, level in ((10, 30.0, 1), (20, 2.0, 4), (30, 4.0, 4), (40, 25.0, 1)):
         log.episodes.append((step, np.nan, ret, float(level)))
@@ -97,7 +88,7 @@ def test_sb3_final_figures_come_from_the_last_level() -> None:
 def test_highest_level_and_its_column() -> None:
     """How far up a curriculum a run got, from Lethe's rows or RecurrentPPO's; the table shows
     it in a ``level`` column only when some run has one."""
-    learning = load_script()
+    learning = load_script("learning.py")
     lethe_rows = [{"charts/curriculum_level": level} for level in (10.0, 22.0, 17.0)]
     assert learning.highest_level(lethe_rows) == 22.0
     assert learning.highest_level([{"global_step": 1}, {"charts/curriculum_level": None}]) is None
@@ -109,7 +100,7 @@ def test_highest_level_and_its_column() -> None:
 
 
 def test_steps_to_target_reads_returns_for_return_targets() -> None:
-    learning = load_script()
+    learning = load_script("learning.py")
     history = [
         {"global_step": 10, "charts/episodes": 8, "charts/episodic_return": 1.0},
         {"global_step": 20, "charts/episodes": 8, "charts/episodic_return": 3.0},
@@ -120,7 +111,7 @@ def test_steps_to_target_reads_returns_for_return_targets() -> None:
 
 def test_portal_oracle_return_is_that_of_a_perfect_memory() -> None:
     """The oracle completes several trials per episode on the default Portal."""
-    learning = load_script()
+    learning = load_script("learning.py")
     assert learning.portal_oracle_return("Lethe/Portal-v0", 32, "cpu") >= 3.0
 
 
@@ -224,7 +215,7 @@ def test_bad_options_are_refused_in_one_line(
 def test_recurrent_ppo_observes_what_lethes_learners_observe() -> None:
     """On the Portal (Lethe's learners get the previous action and reward) RecurrentPPO gets
     them too, through its multi-input policy; on the corridors its plain LSTM policy."""
-    learning = load_script()
+    learning = load_script("learning.py")
     vec_env, policy = learning.sb3_envs(learning.TASKS["portal"], seed=1)
     assert policy == "MultiInputLstmPolicy"
     assert set(vec_env.observation_space.spaces) == {"obs", "prev_action", "prev_reward"}
@@ -244,7 +235,7 @@ def test_recurrent_ppo_observes_what_lethes_learners_observe() -> None:
 def test_recurrent_ppo_counts_the_last_level_the_env_kwargs_set() -> None:
     """With ``max_length`` 10 the Corridor curriculum's last level is 10, not the task's 50:
     RecurrentPPO's episodes there are its figures (none would be at 50)."""
-    learning = load_script()
+    learning = load_script("learning.py")
     args = argparse.Namespace(
         env_kwargs={"max_length": 10, "curriculum_start": 10},
         device="cpu",
@@ -260,7 +251,7 @@ def test_recurrent_ppo_counts_the_last_level_the_env_kwargs_set() -> None:
 def test_steps_to_target_drops_the_oldest_iteration_once_the_rest_fill_the_window() -> None:
     """The window is the fewest last iterations holding ``window_episodes`` episodes: one that
     the later ones already fill exactly leaves it."""
-    learning = load_script()
+    learning = load_script("learning.py")
     history = rows((100, 50, 0.0), (200, 100, 1.0))
     assert learning.steps_to_target(history, "success", 0.9, 100) == 200
     assert learning.steps_to_target(history, "success", 0.9, 101) is None  # 100 / 150
@@ -268,7 +259,7 @@ def test_steps_to_target_drops_the_oldest_iteration_once_the_rest_fill_the_windo
 
 def test_steps_to_target_on_a_curriculum_needs_a_window_of_last_level_episodes() -> None:
     """120 episodes ended, but only 40 were drawn at the last level: not a 100-episode window."""
-    learning = load_script()
+    learning = load_script("learning.py")
     (row,) = rows((100, 120, 0.5))
     row |= {"charts/last_level_episodes": 40, "charts/last_level_success_rate": 1.0}
     assert learning.steps_to_target([row], "success", 0.9, 40, final_level=50) == 100
@@ -278,7 +269,7 @@ def test_steps_to_target_on_a_curriculum_needs_a_window_of_last_level_episodes()
 def test_steps_to_target_reads_last_level_returns_for_return_targets() -> None:
     """The Portal: a return target on a curriculum reads the last level's mean return (its
     success rate is NaN: the env reports none)."""
-    learning = load_script()
+    learning = load_script("learning.py")
     history = [
         {"global_step": step, "charts/episodes": 100.0, "charts/episodic_return": 20.0}
         | {"charts/last_level_episodes": 50.0, "charts/last_level_return": ret}
@@ -291,7 +282,7 @@ def test_steps_to_target_reads_last_level_returns_for_return_targets() -> None:
 
 
 def test_sb3_final_figures_are_means_of_the_last_episodes() -> None:
-    learning = load_script()
+    learning = load_script("learning.py")
     log = learning.EpisodeLog()
     for step, success, ret in ((10, 0.0, 100.0), (20, 0.0, 1.0), (30, 0.0, 2.0), (40, 1.0, 6.0)):
         log.episodes.append((step, success, ret, np.nan))
@@ -303,7 +294,7 @@ def test_sb3_final_figures_are_means_of_the_last_episodes() -> None:
 def test_sb3_episode_log_rows_are_batches_in_order() -> None:
     """Each row: the step at its batch's last episode, its episodes' mean return and success,
     the highest level among them (a curriculum can step down); a short last batch is kept."""
-    learning = load_script()
+    learning = load_script("learning.py")
     log = learning.EpisodeLog(final_level=4)
     for step, success, ret, level in (
         (10, 1.0, 5.0, 4),
@@ -329,7 +320,7 @@ def test_sb3_episode_log_rows_are_batches_in_order() -> None:
 
 
 def test_table_of_a_return_target_shows_returns() -> None:
-    learning = load_script()
+    learning = load_script("learning.py")
     row = {"learner": "x", "seed": 1, "steps_to_target": 3000, "budget": 4096}
     row |= {"final_success": None, "final_return": 9.25, "wall_seconds": 2.0}
     row |= {"best_step": 1000, "best_success": None, "best_return": 9.5}
@@ -372,7 +363,7 @@ def test_main_judges_each_run_on_the_task_target_window_and_last_level(
     """The reported row: steps to target over ``--window-episodes`` episodes drawn at the
     curriculum's last level (not ``--eval-episodes``, not every episode), the budget the run
     spent, its final and kept policy's evaluations, the highest level it reached."""
-    learning = load_script()
+    learning = load_script("learning.py")
     lethe_rows = [
         {"global_step": 1000, "charts/episodes": 200.0, "charts/success_rate": 1.0}
         | {"charts/last_level_episodes": 20.0, "charts/last_level_success_rate": 0.0}
@@ -410,7 +401,7 @@ def test_main_sets_a_return_target_from_the_oracle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     """The Portal's target is 90% of the oracle's return: 9 for an oracle's 10."""
-    learning = load_script()
+    learning = load_script("learning.py")
     monkeypatch.setattr(learning, "portal_oracle_return", lambda *args: 10.0)
     lethe_rows = [
         {"global_step": step, "charts/episodes": 100.0, "charts/episodic_return": 20.0}
@@ -431,7 +422,7 @@ def test_portal_oracle_return_is_the_mean_of_each_env_first_episode(
     """Rewards after an env's first episode ended (the twin resets it) do not count."""
     import torch
 
-    learning = load_script()
+    learning = load_script("learning.py")
     ends = torch.tensor([1, 2, 4])  # each env's episode ends at this step
 
     class Twin:

@@ -3,7 +3,6 @@ their tables print, on fake clocks and fake runs (the real measurements take min
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -13,18 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"{Path(name).stem}_benchmark", ROOT / "benchmarks" / name
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_script
 
 
 class Clock:

@@ -5,10 +5,9 @@ the ``benchmarks/`` scripts parse with their own options."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
+import runpy
 import shlex
-import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -62,14 +61,6 @@ def documented_commands() -> list[tuple[str, str, list[str], bool]]:
 COMMANDS = documented_commands()
 
 
-def benchmark_parser(script: str):
-    spec = importlib.util.spec_from_file_location(f"{Path(script).stem}_docs", ROOT / script)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # (its dataclasses look their module up)
-    spec.loader.exec_module(module)
-    return module.build_parser()
-
-
 def test_the_docs_show_every_kind_of_command() -> None:
     train = [argv for _, script, argv, in_block in COMMANDS if script == "train_rl.py"]
     firsts = {argv[0] if argv else "" for argv in train}
@@ -92,7 +83,7 @@ def test_documented_command_is_one_the_script_takes(
     if "--help" in argv:
         return
     if script != "train_rl.py":
-        benchmark_parser(script).parse_args(argv)
+        runpy.run_path(str(ROOT / script))["build_parser"]().parse_args(argv)
         return
     if argv[:1] in (["evaluate"], ["analyze"]):
         module = evaluate if argv[0] == "evaluate" else analyze
