@@ -3,6 +3,7 @@ averaged gradient equal to one process's gradient on both ranks' data, a killed 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -252,20 +253,31 @@ def _optimizer(policy: torch.nn.Module) -> torch.optim.Optimizer:
 
 def _update_worker(rank: int, port: int, out_dir: str) -> None:
     join_group(rank, port)
-    from agents.a2c import a2c_update
-    from agents.distributed import wrap_model
-    from agents.ppo import ppo_update
     from agents.trainer import DistContext
 
     dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
-    ctx = DistContext(rank, WORLD_SIZE, rank)
+    _update_work(DistContext(rank, WORLD_SIZE, rank), Path(out_dir))
+    # Leave together, as `train` does (`distributed_session`): the DDP models made above are
+    # gone (`gc.collect`) before the group is destroyed, so gloo's threads stop here and not
+    # in the interpreter's shutdown, where they abort the process (SIGABRT, seen in CI).
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _update_work(ctx: Any, out_dir: Path) -> None:
+    from agents.a2c import a2c_update
+    from agents.distributed import wrap_model
+    from agents.ppo import ppo_update
+
+    rank = ctx.rank
     results = {}
     for name, update in (("a2c", a2c_update), ("ppo", ppo_update)):
         policy, rollout = _policy_and_rollout(seed=7, env_seed=100 + rank)
         model = wrap_model(policy, ctx)
         update(model, _optimizer(policy), rollout, EQUIVALENT_ALGOS[name])
         results[name] = {"rollout": rollout, "params": policy.state_dict()}
-    torch.save(results, Path(out_dir) / f"update{rank}.pt")
+    torch.save(results, out_dir / f"update{rank}.pt")
 
     # A non-finite loss on one rank only: both skip the step, and the next update does not hang.
     from agents.losses import apply_gradients
@@ -279,14 +291,10 @@ def _update_worker(rank: int, port: int, out_dir: str) -> None:
     taken, _ = apply_gradients(model, optimizer, loss, max_norm=0.5)
     unchanged = all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
     metrics = a2c_update(model, optimizer, rollout, EQUIVALENT_ALGOS["a2c"])
-    (Path(out_dir) / f"nan{rank}.json").write_text(
+    (out_dir / f"nan{rank}.json").write_text(
         json.dumps({"taken": taken, "unchanged": unchanged, "then": metrics["losses/grad_norm"]})
     )
-    _reductions(rank, ctx, model, Path(out_dir))
-    # Leave together, as `train` does (DistContext.barrier): a collective's tensors released by
-    # gloo's thread during the interpreter's shutdown abort the process (SIGABRT, seen in CI).
-    dist.barrier()
-    dist.destroy_process_group()
+    _reductions(rank, ctx, model, out_dir)
 
 
 #: What each rank reduces in `_reductions` (rank 1's values differ from rank 0's in every field).
