@@ -66,3 +66,12 @@ def load_checkpoint(
     if not isinstance(payload, dict) or not required <= payload.keys():
         raise ConfigError(f"{flag} {run_dir}: {name} is not a Lethe checkpoint")
     return payload
+
+
+def mismatch_reason(error: RuntimeError, limit: int = 200) -> str:
+    """Why ``load_state_dict`` refused a checkpoint, in one short line: the first of torch's
+    reasons (``size mismatch for ...``, ``Missing key(s) in state_dict: ...``), cut at
+    `limit` characters (a list of missing keys alone can run to thousands)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."

@@ -231,6 +231,17 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def seed_value(text: str) -> int:
+    """A ``--seed`` of a subcommand, for argparse's ``type``: an int in [0, `MAX_SEED`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 2**62)")
+    return value
+
+
 def env_label(env_id: str, env_kwargs: dict[str, Any] | None) -> str:
     """An env id with its keyword arguments, as tables and reports show it:
     ``Lethe/Corridor-S-v0 {"slack_steps": 3}`` (the id alone without any)."""
@@ -259,8 +270,51 @@ def _check_kwargs(flag: str, value: Any, optional: bool = False) -> None:
     )
 
 
+#: what a field of each annotated type accepts (an int where a float goes; no bool for numbers)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+}
+#: seeds reach numpy's and torch's generators with per-rank, per-iteration and evaluation
+#: offsets added (`agents.trainer`): 2**62 leaves room for those below torch's 2**64 - 1
+MAX_SEED = 2**62
+
+
+def check_types(config: Any) -> None:
+    """Raise `ConfigError` for a config that is not a `TrainConfig`, or a field of another
+    type than its annotation (as the Python API can set it: ``TrainConfig(num_envs="4")``)."""
+    _require(
+        isinstance(config, TrainConfig),
+        f"the config must be an agents.TrainConfig, got {type(config).__name__} {config!r:.80}",
+    )
+    for section, obj, cls in (
+        ("", config, TrainConfig),
+        ("memory", config.memory, MemoryConfig),
+        ("algo", config.algo, AlgoConfig),
+    ):
+        _require(
+            isinstance(obj, cls),
+            f"TrainConfig.{section} must be an agents.{cls.__name__}, got "
+            f"{type(obj).__name__} {obj!r:.80}",
+        )
+        for f in dataclasses.fields(cls):
+            allowed = _FIELD_TYPES.get(str(f.type))
+            value = getattr(obj, f.name)
+            if allowed is None:
+                continue
+            _require(
+                isinstance(value, allowed) and (f.type == "bool" or not isinstance(value, bool)),
+                f"{flag_of(section, f.name) if section else flag_of(f.name)} "
+                f"({cls.__name__}.{f.name}) must be of type {f.type}, got "
+                f"{type(value).__name__} {value!r:.80}",
+            )
+
+
 def validate(config: TrainConfig) -> None:
     """Raise `ConfigError` naming the first bad value and what is allowed."""
+    check_types(config)
     mem, algo = config.memory, config.algo
     _check_kwargs("--env-kwargs", config.env_kwargs)
     _check_kwargs("--eval-env-kwargs", config.eval_env_kwargs, optional=True)
@@ -337,6 +391,7 @@ def validate(config: TrainConfig) -> None:
     )
     _require(algo.max_grad_norm > 0, f"--max-grad-norm must be > 0, got {algo.max_grad_norm}")
     _require(config.threads >= 0, f"--threads must be an integer >= 0, got {config.threads}")
+    _require(0 <= config.seed < MAX_SEED, f"--seed must be in [0, 2**62), got {config.seed}")
     for flag, value in (
         ("--ent-coef", algo.ent_coef),
         ("--vf-coef", algo.vf_coef),
@@ -360,7 +415,8 @@ def iterations(config: TrainConfig, world_size: int = 1) -> int:
 def advisories(config: TrainConfig, world_size: int = 1) -> list[str]:
     """Settings that run but defeat their purpose: one line each (the trainer warns with them).
 
-    A ``--total-steps`` that whole iterations overshoot by more than a tenth is one.
+    A ``--total-steps`` that whole iterations overshoot by more than a tenth is one, an
+    ``--eval-every`` that the run's iterations never reach another.
 
     Expire-Span spans learn only while a memory sits in its ramp (age between its span and
     span + ramp). A memory is visible for at most ``capacity`` steps before eviction, so with
@@ -376,6 +432,12 @@ def advisories(config: TrainConfig, world_size: int = 1) -> list[str]:
             f"--total-steps {config.total_steps:,} rounds up to whole iterations of "
             f"{per_iteration:,} steps (--num-envs {config.num_envs} x --rollout-steps "
             f"{config.algo.rollout_steps}{processes}): the run trains {whole:,} steps"
+        )
+    if config.eval_every > iterations(config, world_size):
+        out.append(
+            f"--eval-every {config.eval_every} is more than the run's "
+            f"{iterations(config, world_size):,} iterations: no evaluation during training and "
+            "no best.pt; use a smaller --eval-every"
         )
     if mem.kind == "expire-span":
         initial = mem.span_init * mem.span_limit

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from agents.cli import OneLineParser, prog, run_subcommand
-from agents.config import DEVICES, ConfigError, TrainConfig, env_label, json_object
+from agents.config import DEVICES, ConfigError, TrainConfig, env_label, json_object, seed_value
 from agents.policy import ActorCritic
 from agents.vec import make_vector_env
 from envs import task_of
@@ -162,7 +162,7 @@ def load_policy(
 
     Raises `ConfigError` (one line) for a missing / corrupt run directory, a memory kind not
     in ``kinds``, an unknown env or a checkpoint that does not fit the env."""
-    from agents.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint
+    from agents.checkpoint import BEST_NAME, CHECKPOINT_NAME, load_checkpoint, mismatch_reason
     from agents.trainer import resolve_device
 
     try:
@@ -189,9 +189,8 @@ def load_policy(
     try:
         policy.load_state_dict(payload["policy"])
     except RuntimeError as error:
-        first = str(error).splitlines()[0]
         raise ConfigError(
-            f"{run_dir}: the checkpoint does not fit env {env_id} ({first})"
+            f"{run_dir}: the checkpoint does not fit env {env_id} ({mismatch_reason(error)})"
         ) from None
     policy.to(device).eval()
     return policy, config, payload, env_id, env_kwargs, device
@@ -275,7 +274,7 @@ def add_policy_arguments(
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=seed_value,
         default=None,
         help=f"first episode seed (default: run seed + {seed_offset})",
     )
@@ -325,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
         if args.out is not None and not args.out.parent.is_dir():
             raise ConfigError(f"--out {args.out}: no such directory {args.out.parent}")
+        if args.out is not None and args.out.is_dir():
+            raise ConfigError(f"--out {args.out} is a directory; allowed: a file name")
         with threads_of(args):
             played = evaluate_run(
                 args.run_dir,

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import random
 import re
 import shutil
@@ -29,12 +30,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from agents.a2c import a2c_update
-from agents.checkpoint import BEST_NAME, load_checkpoint, save_checkpoint
+from agents.checkpoint import BEST_NAME, load_checkpoint, mismatch_reason, save_checkpoint
 from agents.cli import relaunch
 from agents.config import (
     ConfigError,
     TrainConfig,
     advisories,
+    check_types,
     env_label,
     flag_of,
     iteration_steps,
@@ -271,21 +273,24 @@ def prepare_run(
                 f"--fork {source}: the new run needs its own --run-dir, not {source} "
                 f"(--resume {source} continues that run in place)"
             )
-        if iterations(saved, world_size) <= checkpoint["iteration"]:
-            raise ConfigError(
-                f"--fork {source}: its checkpoint is at step {checkpoint['global_step']:,}, the "
-                f"end of --total-steps {saved.total_steps:,}, so the fork would train nothing "
-                "(it counts on from the source's steps); allowed: a larger --total-steps"
-            )
         checkpoint["forked_from"] = {
             "run_dir": str(source),
             "iteration": checkpoint["iteration"],
             "global_step": checkpoint["global_step"],
             "changed": changed,
         }
+        # The fork counts on from the source's env steps, in iterations of its own size
+        # (another --num-envs or --rollout-steps makes them another number of iterations).
+        checkpoint["iteration"] = checkpoint["global_step"] // iteration_steps(saved, world_size)
+        if iterations(saved, world_size) <= checkpoint["iteration"]:
+            raise ConfigError(
+                f"--fork {source}: its checkpoint is at step {checkpoint['global_step']:,}, the "
+                f"end of --total-steps {saved.total_steps:,}, so the fork would train nothing "
+                "(it counts on from the source's steps); allowed: a larger --total-steps"
+            )
         config = saved
-    elif resume:
-        run_dir = Path(config.run_dir)
+    elif resume:  # config.run_dir, or where a run of this config writes by default
+        run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
         if overwrite:
             raise ConfigError(
                 f"--resume {run_dir} and --overwrite: give one (--resume continues the run, "
@@ -320,6 +325,7 @@ def prepare_run(
     validate(config)
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
     config.run_dir = str(run_dir)
+    _check_writable(run_dir)
     if not resume and not overwrite and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
             f"run directory {run_dir} already exists; pass --resume {run_dir} to continue "
@@ -327,6 +333,22 @@ def prepare_run(
             "train(config, resume=True), train(config, overwrite=True), config.run_dir)"
         )
     return config, run_dir, checkpoint
+
+
+def _check_writable(run_dir: Path) -> None:
+    """A one-line `ConfigError` unless ``run_dir`` is a directory, or one that can be made
+    (its nearest existing parent a directory this process may write in)."""
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise ConfigError(f"--run-dir {run_dir} is a file; allowed: a directory")
+        return
+    parent = run_dir.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--run-dir {run_dir}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--run-dir {run_dir}: no permission to create it in {parent}")
 
 
 def _as_given(flag: str, value: Any, before: Any) -> str:
@@ -347,11 +369,12 @@ def train(
 ) -> dict[str, Any]:
     """Train, checkpoint and evaluate; returns the summary also written to ``summary.json``.
 
-    ``resume``: continue the run in ``config.run_dir`` (the saved config, with the
-    `overrides` that `RESUMABLE_OVERRIDES` allows). ``fork``: start a new run from the last
-    checkpoint of the run directory ``fork`` (its policy, optimiser state, step count and
-    curriculum level; fresh envs, metrics and W&B run), with its saved config changed by
-    every override (see `prepare_run`).
+    ``resume``: continue the run in ``config.run_dir`` (or the default directory of
+    `config`) with its saved config; the other fields of `config` are not read, and
+    `overrides` (``{"total_steps": 2_000_000}``) changes those `RESUMABLE_OVERRIDES` allows.
+    ``fork``: start a new run from the last checkpoint of the run directory ``fork`` (its
+    policy, optimiser state, step count and curriculum level; fresh envs, metrics and W&B
+    run), with its saved config changed by every override (see `prepare_run`).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this and trains on its own
     envs, with the gradients averaged over the processes (see `agents.distributed`). Rank 0
@@ -360,6 +383,7 @@ def train(
     "iterations", "total_env_steps", "run_dir"}``. A process that dies or stops answering
     for ``config.dist_timeout`` seconds ends the run on the others with a `TrainingError`.
     """
+    check_types(config)  # before any field is read
     with distributed_session(config.dist_timeout) as ctx:
         try:
             config, run_dir, checkpoint = ctx.run_on_main(
@@ -373,7 +397,8 @@ def train(
                         f"{run_dir} has trained its --total-steps {config.total_steps:,} "
                         f"already (step {checkpoint['global_step']:,}): nothing to train, so "
                         "the run is evaluated again and summary.json rewritten; a larger "
-                        "--total-steps trains it on",
+                        "--total-steps trains it on (in Python: train(config, resume=True, "
+                        "overrides={'total_steps': N}))",
                         stacklevel=2,
                     )
             with cpu_threads(config.threads):
@@ -450,7 +475,10 @@ def _train(
             if ctx.is_main and run_dir.exists():
                 shutil.rmtree(run_dir)  # --overwrite, checked in prepare_run
         if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:  # what `_check_writable` cannot foresee (/proc/x)
+                raise ConfigError(f"--run-dir {run_dir}: cannot create it ({error})") from None
             (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         ctx.barrier()  # the run directory is ready before any rank goes on
 
@@ -512,12 +540,10 @@ def _load_fork(
     try:
         policy.load_state_dict(checkpoint["policy"])
     except RuntimeError as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
         changed = checkpoint["forked_from"].get("changed") or ["none"]
         raise ConfigError(
             f"--fork {source}: its policy does not fit this run's options (changed: "
-            f"{', '.join(changed)}; {detail}); "
+            f"{', '.join(changed)}; {mismatch_reason(error)}); "
             "allowed: options that keep the network's shapes, such as the update rule's "
             "(--learning-rate, --gae-lambda, ...), the span options, --capacity, --total-steps"
         ) from None

@@ -339,7 +339,8 @@ def make_vector_env(
         return _make_vector_env(spec, env_id, num_envs, device, previous_action_reward, env_kwargs)
     except ConfigError:
         raise  # already one line, naming what is wrong
-    except (TypeError, ValueError, gym.error.Error) as error:
+    except (TypeError, ValueError, AssertionError, gym.error.Error) as error:
+        # AssertionError: MiniGrid checks its sizes with assert (size 2: "assert width >= 3")
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(
             f"env {env_id} refused the keyword arguments {json.dumps(env_kwargs)}: {reason}"

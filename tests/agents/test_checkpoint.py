@@ -43,3 +43,17 @@ def test_something_else_torch_saved_is_refused(tmp_path: Path) -> None:
     torch.save(torch.zeros(3), tmp_path / CHECKPOINT_NAME)
     with pytest.raises(ConfigError, match=rf"^--fork {tmp_path}: checkpoint.pt is not a Lethe"):
         load_checkpoint(tmp_path, flag="--fork")
+
+
+def test_a_mismatch_is_torchs_first_reason_cut_short():
+    from agents.checkpoint import mismatch_reason
+
+    small, large = torch.nn.Linear(2, 3), torch.nn.Sequential(*[torch.nn.Linear(2, 2)] * 40)
+    with pytest.raises(RuntimeError) as error:
+        small.load_state_dict(torch.nn.Linear(2, 4).state_dict())
+    assert mismatch_reason(error.value).startswith("size mismatch for weight: copying a param")
+    with pytest.raises(RuntimeError) as error:
+        large.load_state_dict(small.state_dict())
+    reason = mismatch_reason(error.value)  # 80 missing keys: the line cut at 200 characters
+    assert reason.startswith('Missing key(s) in state_dict: "0.weight"') and len(reason) == 200
+    assert reason.endswith("...") and "\n" not in reason

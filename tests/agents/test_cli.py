@@ -1,5 +1,6 @@
 """The CLI: bad input answered in one line with exit status 2, smoke runs, resume, env forms."""
 
+import copy
 import json
 import os
 import subprocess
@@ -230,6 +231,16 @@ def test_fork_starts_a_new_run_from_a_checkpoint_with_changed_options(tmp_path, 
     for name, tensor in load_checkpoint(source)["policy"].items():
         torch.testing.assert_close(kept[name], tensor, msg=name)
 
+    # Another iteration size (8 envs: 128 steps, against the source's 64) counts on from the
+    # source's 128 env steps to --total-steps, and the learning rate decays over those steps.
+    wider = tmp_path / "wider"
+    wide = ["--fork", str(source), "--total-steps", "256", "--num-envs", "8"]
+    assert train_rl.main([*wide, "--run-dir", str(wider)]) == 0
+    assert json.loads((wider / "summary.json").read_text())["total_env_steps"] == 256
+    rows = [json.loads(x) for x in (wider / "metrics.jsonl").open()]
+    assert [(row["iteration"], row["global_step"]) for row in rows] == [(2, 256)]
+    assert rows[0]["charts/learning_rate"] == pytest.approx(0.5 * 5e-4)  # half-way to 256
+
     # Refused in one line: a network of other shapes, the source itself, both flags.
     status, err = run_cli([*fork, "--width", "24", "--run-dir", str(tmp_path / "w")], capsys)
     assert_one_line_error(status, err, "--fork", "does not fit", "--width 24 (was", "size mismatch")
@@ -403,6 +414,13 @@ def test_a_capacity_that_stops_spans_from_learning_is_warned_about(tmp_path):
     assert short.startswith("--total-steps 100 rounds up") and "trains 512 steps" in short
     (ranks,) = advisories(TrainConfig(total_steps=2048, num_envs=8), world_size=8)
     assert "x 8 processes" in ranks and "trains 4,096 steps" in ranks
+    # an --eval-every the run never reaches: no evaluation during training, no best.pt
+    never = TrainConfig(total_steps=4 * 2048, eval_every=5)  # 4 iterations of 32 x 64
+    assert advisories(never) == [
+        "--eval-every 5 is more than the run's 4 iterations: no evaluation during training "
+        "and no best.pt; use a smaller --eval-every"
+    ]
+    assert advisories(TrainConfig(total_steps=4 * 2048, eval_every=4)) == []
     result = subprocess.run(
         [sys.executable, str(Path(train_rl.__file__)), "--env", "Lethe/Corridor-S-v0"]
         + ["--capacity", "8", "--total-steps", "64", "--num-envs", "2", "--rollout-steps", "32"]
@@ -504,6 +522,83 @@ def test_env_kwargs_from_python_are_checked_too(value):
         validate(TrainConfig(eval_env_kwargs=value))
     with pytest.raises(ConfigError, match="--env-kwargs must be a JSON object"):
         validate(TrainConfig(env_kwargs=value))
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"num_envs": "4"}, "--num-envs (TrainConfig.num_envs) must be of type int, got str '4'"),
+        ({"num_envs": 4.5}, "--num-envs (TrainConfig.num_envs) must be of type int, got float"),
+        ({"total_steps": None}, "--total-steps (TrainConfig.total_steps) must be of type int"),
+        ({"threads": True}, "--threads (TrainConfig.threads) must be of type int, got bool"),
+        ({"seed": "3"}, "--seed (TrainConfig.seed) must be of type int, got str '3'"),
+        ({"memory": "gru"}, "TrainConfig.memory must be an agents.MemoryConfig, got str 'gru'"),
+        ({"algo": "a2c"}, "TrainConfig.algo must be an agents.AlgoConfig, got str 'a2c'"),
+        ({"seed": -1}, "--seed must be in [0, 2**62), got -1"),
+        ({"seed": 2**64 - 1}, "--seed must be in [0, 2**62), got 18446744073709551615"),
+    ],
+)
+def test_python_api_values_of_the_wrong_type_or_range_are_config_errors(change, needle):
+    """Through the Python API nothing checks types on the way in: `validate` does, naming the
+    option and the field (argparse does it on the command line)."""
+    from agents.config import ConfigError, TrainConfig, validate
+
+    with pytest.raises(ConfigError) as error:
+        validate(TrainConfig(**change))
+    assert needle in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_memory_and_algo_sections_are_type_checked_too():
+    from agents.config import AlgoConfig, ConfigError, MemoryConfig, TrainConfig, validate
+
+    for section, cls, key, value in (
+        ("memory", MemoryConfig, "capacity", 16.0),
+        ("algo", AlgoConfig, "learning_rate", "1e-3"),
+        ("algo", AlgoConfig, "anneal_lr", "no"),  # a str would pass for true
+    ):
+        with pytest.raises(ConfigError, match=rf"\({cls.__name__}\.{key}\) must be of type"):
+            validate(TrainConfig(**{section: cls(**{key: value})}))
+    validate(TrainConfig(algo=AlgoConfig(learning_rate=1)))  # an int where a float goes
+
+
+def test_train_refuses_what_is_not_a_config_before_anything_runs(tmp_path, monkeypatch):
+    from agents import ConfigError, train
+
+    monkeypatch.chdir(tmp_path)
+    for wrong in ({"env": "Lethe/Corridor-S-v0"}, "Lethe/Corridor-S-v0"):
+        with pytest.raises(ConfigError, match="the config must be an agents.TrainConfig, got"):
+            train(wrong)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_dir_that_cannot_be_a_directory_is_one_line(tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("precious")
+    args = ["--env", "Lethe/Corridor-S-v0", *TINY, "--total-steps", "64"]
+    status, err = run_cli([*args, "--run-dir", str(a_file)], capsys)
+    assert_one_line_error(status, err, f"--run-dir {a_file} is a file; allowed: a directory")
+    status, err = run_cli([*args, "--run-dir", str(a_file / "run")], capsys)
+    assert_one_line_error(status, err, f"{a_file} is a file, not a directory")
+    assert a_file.read_text() == "precious" and sorted(tmp_path.iterdir()) == [a_file]
+
+
+def test_python_resume_finds_the_default_run_dir(tmp_path, monkeypatch):
+    """``train(config, resume=True)``, as the "already exists" error says, without a run_dir:
+    the run in the directory a run of `config` writes to by default; what a resume changes
+    comes in `overrides`."""
+    from agents import ConfigError, TrainConfig, train
+
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(env="Lethe/Corridor-S-v0", total_steps=64, eval_episodes=1)
+    config.num_envs, config.algo.rollout_steps, config.wandb = 2, 32, "disabled"
+    config.memory.width, config.memory.layers = 8, 1
+    first = train(copy.deepcopy(config), progress=False)
+    with pytest.raises(ConfigError, match="train\\(config, resume=True\\)"):
+        train(copy.deepcopy(config), progress=False)
+    resumed = train(
+        copy.deepcopy(config), resume=True, overrides={"total_steps": 128}, progress=False
+    )
+    assert resumed["run_dir"] == first["run_dir"] and resumed["total_env_steps"] == 128
 
 
 def test_the_installed_command_names_itself_in_usage_errors_and_hints(monkeypatch) -> None:

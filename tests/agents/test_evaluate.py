@@ -270,6 +270,10 @@ def test_evaluate_plays_with_env_kwargs_and_any_memory_kind(
         (["--device", "tpu"], "--device"),
         (["--threads", "-2"], "--threads must be an integer >= 0, got -2"),
         (["--out", "/nowhere/eval.json"], "--out /nowhere/eval.json: no such directory /nowhere"),
+        (["--out", "/tmp"], "--out /tmp is a directory; allowed: a file name"),  # before playing
+        (["--seed", str(2**64)], f"--seed: {2**64} is not in [0, 2**62)"),
+        # torch's reason, not its heading ("Error(s) in loading state_dict for ActorCritic:")
+        (["--env", "MiniGrid-MemoryS7-v0"], "does not fit env MiniGrid-MemoryS7-v0 (Missing key"),
     ],
 )
 def test_evaluate_bad_input_is_one_line_and_exit_2(

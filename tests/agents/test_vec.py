@@ -156,6 +156,8 @@ def test_env_kwargs_reach_the_batched_twin():
         ("Lethe/Corridor-S-v0", {"lenght": 5}, ["Lethe/Corridor-S-v0", "lenght"]),
         ("Lethe/Corridor-S-v0", {"slack_steps": -1}, ["slack_steps=-1", "int >= 0"]),
         ("MiniGrid-MemoryS7-v0", {"colour": 1}, ["MiniGrid-MemoryS7-v0", "colour"]),
+        # MiniGrid checks sizes with a bare assert (an AssertionError without a message)
+        ("MiniGrid-MemoryS7-v0", {"size": 2}, ['{"size": 2}', "AssertionError"]),
     ],
 )
 def test_env_kwargs_the_env_refuses_are_one_line(env_id, kwargs, needles):
