@@ -517,7 +517,7 @@ def _train(
                 progress,
                 ctx,
                 best,
-                forked_from,
+                checkpoint.get("fork_origin") if resuming else forked_from,
             )
         finally:
             if logger is not None:
@@ -674,6 +674,8 @@ def _loop(
             payload["curriculum_levels"] = levels
         if ctx.enabled:
             payload["rng_ranks"] = rng_ranks
+        if forked_from is not None:  # a resumed fork's summary still says where it began
+            payload["fork_origin"] = forked_from
         save_checkpoint(run_dir, payload)
 
     interrupted = None

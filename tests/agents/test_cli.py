@@ -221,6 +221,11 @@ def test_fork_starts_a_new_run_from_a_checkpoint_with_changed_options(tmp_path, 
     assert rows[-1]["charts/curriculum_level"] == 44.0
     assert (source / CHECKPOINT_NAME).read_bytes() == before  # the source is left alone
     assert not (source / "source-from2").exists()
+    # Resumed, the fork is the same run: its summary still says where it began.
+    assert train_rl.main(["--resume", str(forked), "--total-steps", "320"]) == 0
+    resumed = json.loads((forked / "summary.json").read_text())
+    assert resumed["total_env_steps"] == 320
+    assert resumed["forked_from"] == summary["forked_from"]
 
     # The forked policy starts from the source's parameters: with a vanishing learning rate
     # they stay equal to the source's.
