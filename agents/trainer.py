@@ -213,11 +213,12 @@ def _read_checkpoint(
     run_dir: Path, flag: str, world_size: int
 ) -> tuple[dict[str, Any], TrainConfig]:
     """The checkpoint of ``run_dir`` and its config, or a one-line `ConfigError` naming
-    ``flag``. A checkpoint goes on with the number of processes (`world_size`) that wrote it:
-    each rank's envs, curriculum and RNG stream are its own."""
+    ``flag``. A resumed checkpoint goes on with the number of processes (`world_size`) that
+    wrote it: each rank's envs, curriculum and RNG stream are its own. A fork, with fresh envs
+    and RNG, may take another number."""
     checkpoint = load_checkpoint(run_dir, flag=flag)
     saved_world_size = checkpoint.get("world_size", 1)
-    if saved_world_size != world_size:
+    if saved_world_size != world_size and flag == "--resume":
         raise ConfigError(
             f"{flag} {run_dir}: the checkpoint was written by {saved_world_size} "
             f"process(es), not {world_size}; allowed: the same number "
@@ -461,7 +462,8 @@ def _train(
             # Fresh envs, but the curriculum goes on where it was (a fork to another env
             # starts that env's own).
             if levels is not None and checkpoint["config"]["env"] == config.env:
-                env.curriculum_level = levels[ctx.rank]
+                # a fork may run on more processes than wrote the levels: they take turns
+                env.curriculum_level = levels[ctx.rank % len(levels)]
         if resuming:  # the same run goes on: its wall time, W&B run, RNG and best policy
             wall_before = checkpoint.get("wall_seconds", 0.0)
             run_id = checkpoint.get("wandb_run_id")

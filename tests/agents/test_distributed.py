@@ -139,9 +139,20 @@ def test_torchrun_run_writes_one_summary_with_the_steps_of_both_ranks(tmp_path: 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [1, 2, 3]
 
+    # A fork of it on one process (fresh envs, on rank 0's curriculum level) counts on from
+    # its 384 steps in iterations of 64 (4 envs x 16 steps).
+    import train_rl
+
+    single = tmp_path / "single"
+    fork = ["--fork", str(run_dir), "--total-steps", "512", "--run-dir", str(single)]
+    assert train_rl.main([*fork, "--eval-every", "0", "--threads", "1"]) == 0
+    forked = json.loads((single / "summary.json").read_text())
+    assert (forked["world_size"], forked["iterations"], forked["total_env_steps"]) == (1, 8, 512)
+
 
 def test_resume_with_another_number_of_processes_is_refused(tmp_path: Path, capsys) -> None:
-    """A 1-process checkpoint resumed under 2 processes (here: the check itself, no launch)."""
+    """A 1-process checkpoint resumed under 2 processes (here: the check itself, no launch);
+    a fork is not."""
     from agents.trainer import prepare_run, train
 
     config = TrainConfig(
@@ -157,9 +168,12 @@ def test_resume_with_another_number_of_processes_is_refused(tmp_path: Path, caps
     train(config, progress=False)
     with pytest.raises(ValueError, match="written by 1 process"):
         prepare_run(TrainConfig(run_dir=config.run_dir), True, False, {}, world_size=2)
-    # A fork goes on with each rank's envs and curriculum too: the same number is needed.
-    with pytest.raises(ValueError, match="--fork .* written by 1 process"):
-        prepare_run(TrainConfig(), False, False, {}, world_size=2, fork=config.run_dir)
+    # A fork (fresh envs and RNG) may take another number: it counts on from the source's 32
+    # steps in its own iterations of 64 (2 processes x 2 envs x 16 steps), the first whole one.
+    fork, _, checkpoint = prepare_run(
+        TrainConfig(), False, False, {"total_steps": 256}, world_size=2, fork=config.run_dir
+    )
+    assert (checkpoint["iteration"], checkpoint["global_step"], fork.total_steps) == (0, 32, 256)
 
 
 # --- 2. after a distributed run, every rank holds the same parameters -------------------------
