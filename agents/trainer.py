@@ -85,6 +85,7 @@ RESUMABLE_OVERRIDES = frozenset(
         "eval_env_kwargs",
         "eval_deterministic",
         "dist_timeout",
+        "threads",
     }
 )
 
@@ -305,21 +306,27 @@ def prepare_run(
                 "new run from its checkpoint"
             )
         checkpoint, saved = _read_checkpoint(run_dir, "--resume", world_size)
+        resumable = ", ".join(sorted(flag_of(key) for key in RESUMABLE_OVERRIDES))
         for key, value in (overrides or {}).items():
             if key in ("memory", "algo"):
                 for sub_key, sub_value in value.items():
                     if getattr(getattr(saved, key), sub_key) != sub_value:
                         what = "memory kind" if sub_key == "kind" else flag_of(key, sub_key)
+                        before = getattr(getattr(saved, key), sub_key)
                         raise ConfigError(
                             f"--resume {run_dir}: the checkpoint was made with {what} "
-                            f"{getattr(getattr(saved, key), sub_key)!r}, not {sub_value!r}"
+                            f"{_shown_value(before)}, not {_shown_value(sub_value)}; allowed: "
+                            f"that value, or --fork {run_dir} --run-dir NEW_DIR (a new run "
+                            f"from its checkpoint); a resume may change {resumable}"
                         )
             elif key in RESUMABLE_OVERRIDES:
                 setattr(saved, key, value)
             elif key != "run_dir" and getattr(saved, key) != value:
                 raise ConfigError(
-                    f"--resume {run_dir}: the checkpoint was made with --{key.replace('_', '-')} "
-                    f"{getattr(saved, key)!r}, not {value!r}"
+                    f"--resume {run_dir}: the checkpoint was made with {flag_of(key)} "
+                    f"{_shown_value(getattr(saved, key))}, not {_shown_value(value)}; allowed: "
+                    f"that value, or --fork {run_dir} --run-dir NEW_DIR (a new run from its "
+                    f"checkpoint); a resume may change {resumable}"
                 )
         saved.run_dir = str(run_dir)
         config = saved
@@ -350,6 +357,11 @@ def _check_writable(run_dir: Path) -> None:
         raise ConfigError(f"--run-dir {run_dir}: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"--run-dir {run_dir}: no permission to create it in {parent}")
+
+
+def _shown_value(value: Any) -> str:
+    """An option's value as typed: JSON for the keyword-argument objects, else its repr."""
+    return json.dumps(value) if isinstance(value, dict) else repr(value)
 
 
 def _as_given(flag: str, value: Any, before: Any) -> str:
