@@ -17,6 +17,7 @@ from envs.grid import (
     BatchedGrid,
     BatchedGridVectorEnv,
     EnvSelection,
+    check_batch,
     check_max_steps,
     check_no_render,
     empty_layout,
@@ -397,7 +398,7 @@ class CorridorVectorEnv(BatchedGridVectorEnv):
         self.fixed_max_steps = max_steps
         self.slack_steps = _check_slack_steps(slack_steps, max_steps)
         self.progress_reward = _check_progress_reward(progress_reward)
-        device = torch.device(device)
+        device = check_batch(num_envs, device)
         level = _init_length_curriculum(
             self, curriculum_start, curriculum_episodes, curriculum_success, curriculum_retreat
         )

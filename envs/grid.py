@@ -19,6 +19,7 @@ and the ``info`` dict. A task adds its layout state and its rules in four hooks.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import gymnasium as gym
@@ -126,6 +127,20 @@ class EnvSelection:
         if self.index is None:
             return dst.masked_fill(self.mask.view(-1, *([1] * (dst.dim() - 1))), value)
         return dst.index_fill(0, self.index, value)
+
+
+def check_batch(num_envs: int, device: str | torch.device) -> torch.device:
+    """The device of a batch of `num_envs` envs, or a one-line `ValueError`: ``num_envs``
+    must be an int >= 1, and the device one this torch can use (a CUDA device needs CUDA)."""
+    if isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral) or num_envs < 1:
+        raise ValueError(f"num_envs={num_envs!r} is not allowed: it must be an int >= 1")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={device!r} is not a torch device ({error})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r}: CUDA is not available here; allowed: 'cpu'")
+    return device
 
 
 class BatchedGrid:
@@ -351,8 +366,7 @@ class BatchedGridVectorEnv(gym.vector.VectorEnv):
         grid: BatchedGrid,
         check_actions: bool | None = None,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs={num_envs} is not allowed: it must be >= 1")
+        check_batch(num_envs, grid.device)
         self.num_envs = num_envs
         self.grid = grid
         self.device = grid.device

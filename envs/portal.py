@@ -16,6 +16,7 @@ from envs.grid import (
     BatchedGrid,
     BatchedGridVectorEnv,
     EnvSelection,
+    check_batch,
     check_max_steps,
     check_no_render,
     empty_layout,
@@ -318,7 +319,7 @@ class PortalVectorEnv(BatchedGridVectorEnv):
         check_no_render(render_mode)
         _check_rooms(num_rooms, hallway_length)
         check_max_steps(max_steps)
-        device = torch.device(device)
+        device = check_batch(num_envs, device)
         self.geometry = geometry = PortalGeometry(int(num_rooms), int(hallway_length))
         level = _init_room_curriculum(
             self,

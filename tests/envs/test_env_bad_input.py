@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,6 +30,32 @@ def test_twin_action_outside_the_space(cls):
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"action 3 .*0 \(left\), 1 \(right\), 2"):
         env.step(torch.tensor([0, 1, 3, 2]))
+
+
+@pytest.mark.parametrize("cls", [CorridorVectorEnv, PortalVectorEnv])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_envs": -2}, r"num_envs=-2 is not allowed: it must be an int >= 1"),
+        ({"num_envs": 0}, r"num_envs=0 is not allowed"),
+        ({"num_envs": 2.5}, r"num_envs=2.5 is not allowed"),
+        ({"num_envs": 2, "device": "tpu9"}, r"device='tpu9' is not a torch device"),
+    ],
+)
+def test_twin_bad_batch(cls, kwargs, message):
+    """Checked before any tensor is made (torch.zeros(-2) would say something else)."""
+    with pytest.raises(ValueError, match=message):
+        cls(**kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_twin_on_cuda_without_cuda():
+    with pytest.raises(ValueError, match=r"device='cuda': CUDA is not available here"):
+        CorridorVectorEnv(2, device="cuda")
+
+
+def test_twin_takes_numpys_ints():
+    assert CorridorVectorEnv(np.int64(2)).num_envs == 2
 
 
 @pytest.mark.parametrize("shape", [(5,), (4, 1), ()])
