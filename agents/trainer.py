@@ -157,9 +157,13 @@ def check_eval_env(config: TrainConfig, env: TorchVectorEnv, device: torch.devic
     eval_id = eval_env_id(config)
     if eval_id == config.env and eval_env_kwargs(config) == config.env_kwargs:
         return
-    probe = make_vector_env(
-        eval_id, 1, device, config.memory.previous_action_reward, eval_env_kwargs(config)
-    )
+    try:
+        probe = make_vector_env(
+            eval_id, 1, device, config.memory.previous_action_reward, eval_env_kwargs(config)
+        )
+    except ConfigError as error:  # the same words as for --env: say it is the eval env's
+        flags = "--eval-env" if eval_id != config.env else "--eval-env-kwargs"
+        raise ConfigError(f"{flags}: {error}") from None
     try:
         for what in ("single_observation_space", "single_action_space"):
             train_space, eval_space = getattr(env, what), getattr(probe, what)

@@ -87,7 +87,9 @@ def assert_one_line_error(status, err, *needles):
         (["--env-kwargs", "[1]"], ["--env-kwargs", "not a JSON object"]),
         (["--env-kwargs", "{slack: 1}"], ["--env-kwargs", "not JSON"]),
         (["--env-kwargs", '{"foo": 1}'], ["CartPole-v1", '{"foo": 1}', "foo"]),
-        (["--eval-env-kwargs", '{"foo": 1}'], ["CartPole-v1", '{"foo": 1}', "foo"]),
+        (["--eval-env-kwargs", '{"foo": 1}'], ["--eval-env-kwargs: env CartPole-v1", '{"foo": 1}']),
+        (["--eval-env", "Acrobot-v1", "--eval-env-kwargs", '{"foo": 1}'], ["--eval-env: env Acr"]),
+        (["--seed", "-1"], ["--seed must be in [0, 2**62), got -1"]),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(args, needles, tmp_path, capsys):
