@@ -289,26 +289,27 @@ def check_types(config: Any) -> None:
         isinstance(config, TrainConfig),
         f"the config must be an agents.TrainConfig, got {type(config).__name__} {config!r:.80}",
     )
-    for section, obj, cls in (
-        ("", config, TrainConfig),
-        ("memory", config.memory, MemoryConfig),
-        ("algo", config.algo, AlgoConfig),
-    ):
+    for section, cls in (("memory", MemoryConfig), ("algo", AlgoConfig)):
+        obj = getattr(config, section)
         _require(
             isinstance(obj, cls),
             f"TrainConfig.{section} must be an agents.{cls.__name__}, got "
             f"{type(obj).__name__} {obj!r:.80}",
         )
+    for section, obj, cls in (
+        ("", config, TrainConfig),
+        ("memory", config.memory, MemoryConfig),
+        ("algo", config.algo, AlgoConfig),
+    ):
         for f in dataclasses.fields(cls):
             allowed = _FIELD_TYPES.get(str(f.type))
-            value = getattr(obj, f.name)
-            if allowed is None:
+            if allowed is None:  # the sections and the JSON kwargs: checked on their own
                 continue
+            value = getattr(obj, f.name)
             _require(
                 isinstance(value, allowed) and (f.type == "bool" or not isinstance(value, bool)),
-                f"{flag_of(section, f.name) if section else flag_of(f.name)} "
-                f"({cls.__name__}.{f.name}) must be of type {f.type}, got "
-                f"{type(value).__name__} {value!r:.80}",
+                f"{flag_of(section, f.name)} ({cls.__name__}.{f.name}) must be of type "
+                f"{f.type}, got {type(value).__name__} {value!r:.80}",
             )
 
 
